@@ -1,0 +1,223 @@
+"""The ``sweeplab`` command: run, resume, results, plot, describe, tasks.
+
+Exit codes: 0 success; 1 a sweep ran but some trials failed, or a runtime problem (cluster unreachable, missing
+results); 2 invalid input (spec or ``--set`` values), reported before anything starts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import config as C
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: finish the sweep with `sweeplab resume SPEC`", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sweeplab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def sets(sp):
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        nargs="+", help="override a spec field (resources.gpus=1) or a task config value (lr=1e-3)")
+
+    for name, helptext in (("run", "run a sweep"), ("resume", "continue an interrupted sweep")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("spec", help="sweep spec (YAML)")
+        sets(sp)
+        sp.add_argument("--local", action="store_true", help="run every trial in this process, without Ray")
+        sp.add_argument("--address", help="Ray cluster to connect to (default: start an embedded local Ray)")
+        sp.set_defaults(func=_cmd_run, resume=name == "resume")
+
+    sp = sub.add_parser("results", help="print a sweep's results table")
+    sp.add_argument("target", help="sweep spec or sweep folder")
+    sp.add_argument("--sql", help="SQL over the views `trials` and `evaluations` (DuckDB)")
+    sp.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
+    sp.set_defaults(func=_cmd_results)
+
+    sp = sub.add_parser("plot", help="draw the task's plot from a sweep's tables")
+    sp.add_argument("target", help="sweep spec or sweep folder")
+    sp.add_argument("--out", help="PNG path (default: <sweep>/results/<task>.png)")
+    sp.set_defaults(func=_cmd_plot)
+
+    sp = sub.add_parser("describe", help="parameters, GMACs and config of a task")
+    sp.add_argument("task")
+    sets(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_cmd_describe)
+
+    sp = sub.add_parser("tasks", help="list the registered tasks")
+    sp.set_defaults(func=_cmd_tasks)
+    return p
+
+
+def _flat(overrides: list[list[str]]) -> list[str]:
+    return [item for group in overrides for item in group]
+
+
+def _cmd_run(args) -> int:
+    from .results import code_version
+    from .spec import SpecError, load
+    try:
+        spec = load(args.spec, _flat(args.overrides))
+    except SpecError as exc:
+        print(f"error: invalid sweep spec {exc}", file=sys.stderr)
+        return 2
+    if args.resume and not spec.sweep_dir.exists():
+        print(f"error: nothing to resume: {spec.sweep_dir} does not exist (start it with `sweeplab run`)",
+              file=sys.stderr)
+        return 1
+    if not args.resume and not args.local and (spec.sweep_dir / "tuner.pkl").exists():
+        print(f"error: {spec.sweep_dir} already holds this sweep: continue it with `sweeplab resume {args.spec}`"
+              f" or choose another name (--set name=...) or storage", file=sys.stderr)
+        return 1
+    version = code_version()
+    print(f"sweep {spec.name}: task {spec.task.name}, search {spec.algorithm}, results in {spec.sweep_dir}",
+          flush=True)
+    if args.local:
+        from .local import run_local
+        counts = run_local(spec, version)
+    else:
+        if not _init_ray(args.address):
+            return 1
+        from .ray_runner import run_ray
+        counts = run_ray(spec, version, resume=args.resume)
+    _print_table(spec.sweep_dir, spec.task)
+    print(f"\ntables: {spec.sweep_dir / 'results'} ({counts.get('trials', '?')} trials)", flush=True)
+    return 1 if counts.get("failed") else 0
+
+
+def _init_ray(address: str | None) -> bool:
+    import ray
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        print(f"error: cannot connect to the Ray cluster at {address!r}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _print_table(sweep_dir: Path, task) -> None:
+    from .results import read
+    try:
+        trials, _ = read(sweep_dir)
+    except FileNotFoundError:
+        return
+    if trials.empty:
+        return
+    cfg_cols = [c for c in C.fields(task.config) if c in trials.columns and trials[c].nunique(dropna=False) > 1]
+    metric_cols = [c for c in (*task.summary, "params", "gmacs", "train_seconds") if c in trials.columns]
+    import pandas as pd
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
+        print(trials[["trial_id", "status", *cfg_cols, *metric_cols]].to_string(index=False))
+
+
+def _cmd_results(args) -> int:
+    from .results import query
+    try:
+        frame = query(args.target, args.sql)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - DuckDB's parser and binder errors
+        if type(exc).__module__.startswith("duckdb") or type(exc).__name__.endswith("Exception"):
+            print(f"error: the query failed: {exc}", file=sys.stderr)
+            return 2
+        raise
+    import pandas as pd
+    if args.csv:
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        with pd.option_context("display.width", 200, "display.max_columns", 40, "display.max_rows", 500):
+            print(frame.to_string(index=False))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from .results import read, results_dir
+    from .task import get_task
+    try:
+        trials, evaluations = read(args.target)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if trials.empty:
+        print("error: the trials table is empty", file=sys.stderr)
+        return 1
+    task = get_task(str(trials["task"].iloc[0]))
+    if task.plot is None:
+        print(f"error: task {task.name!r} has no plot", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else results_dir(args.target) / f"{task.name}.png"
+    task.plot(trials, evaluations, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_describe(args) -> int:
+    from .cost import model_cost
+    from .spec import apply_overrides
+    from .task import get_task
+    try:
+        task = get_task(args.task)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    raw: dict = {}
+    problems = apply_overrides(raw, _flat(args.overrides), task)
+    try:
+        if problems:
+            raise ValueError("\n".join(problems))
+        cfg = C.build(task.config, raw.get("config", {}))
+    except ValueError as exc:
+        print(f"error: invalid --set for task {task.name!r}:\n  " + str(exc).replace("\n", "\n  "), file=sys.stderr)
+        return 2
+    cost = model_cost(task, cfg)
+    if args.json:
+        print(json.dumps({"task": task.name, "params": cost.params, "gmacs": cost.gmacs,
+                          "input_shape": list(cost.input_shape), "gmacs_convention": cost.convention,
+                          "config": C.to_dict(cfg)}, default=list))
+        return 0
+    print(f"task         {task.name}\nparameters   {cost.params:,}\nGMACs        {cost.gmacs:.4f} "
+          f"(input {'x'.join(map(str, cost.input_shape))})\nconvention   {cost.convention}\n")
+    _print_fields(task, cfg)
+    return 0
+
+
+def _print_fields(task, cfg) -> None:
+    rows = []
+    for f in C.fields(task.config).values():
+        valid = (" | ".join(map(str, f.choices)) if f.choices else
+                 f"[{'' if f.low is None else f.low}, {'' if f.high is None else f.high}]"
+                 if f.low is not None or f.high is not None else "")
+        rows.append((f.name, getattr(f.type, "__name__", str(f.type)), repr(getattr(cfg, f.name)), valid, f.doc))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+
+
+def _cmd_tasks(args) -> int:
+    from .task import list_tasks
+    for name, task in list_tasks().items():
+        doc = (sys.modules[task.config.__module__].__doc__ or "").strip().splitlines()
+        print(f"{name:14s} {doc[0] if doc else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

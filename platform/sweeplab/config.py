@@ -1,0 +1,139 @@
+"""Task configuration dataclasses: one source of truth for defaults, valid values and docs.
+
+A task declares its config as a frozen dataclass whose fields are made with :func:`param`::
+
+    @dataclass(frozen=True)
+    class CompressionConfig:
+        gamma: float = param(10000.0, "rate weight in eq. (1)", low=0.0)
+        quantization: str = param("fixed-step", "Section 4 case", choices=("fixed-step", "learned-step"))
+
+Sweep validation, ``describe``, the Parquet columns and the README table are all derived from these fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+_SCALARS = (bool, int, float, str)
+
+
+def param(default: Any, doc: str, *, choices: tuple | None = None, low: float | None = None,
+          high: float | None = None) -> Any:
+    """A config field with its documentation and valid values (``low``/``high`` are inclusive bounds)."""
+    meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "low": low, "high": high}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("config defaults must be immutable: use a tuple")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    name: str
+    type: type
+    default: Any
+    doc: str
+    choices: tuple | None
+    low: float | None
+    high: float | None
+    item_type: type | None = None  # for tuple fields: the element type
+
+
+def fields(config_cls: type) -> dict[str, FieldInfo]:
+    """The documented fields of a config dataclass, in declaration order."""
+    hints = typing.get_type_hints(config_cls)
+    out = {}
+    for f in dataclasses.fields(config_cls):
+        tp, item = _resolve(hints[f.name])
+        out[f.name] = FieldInfo(f.name, tp, f.default, f.metadata.get("doc", ""), f.metadata.get("choices"),
+                                f.metadata.get("low"), f.metadata.get("high"), item)
+    return out
+
+
+def _resolve(tp: Any) -> tuple[type, type | None]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # Optional[X] -> X (None allowed separately)
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _resolve(args[0])
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return tuple, (args[0] if args else None)
+    return tp, None
+
+
+def coerce(info: FieldInfo, value: Any) -> Any:
+    """Convert ``value`` to the field's type, or raise ValueError with a readable reason."""
+    if value is None:
+        if info.default is None:
+            return None
+        raise ValueError(f"{info.name}: may not be null")
+    if info.type is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{info.name}: expected a list, got {value!r}")
+        item = FieldInfo(info.name, info.item_type or str, None, "", None, info.low, info.high)
+        return tuple(coerce(item, v) for v in value)
+    if info.type is bool:
+        if isinstance(value, bool):
+            out = value
+        elif isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            out = value.lower() in ("true", "yes", "1")
+        else:
+            raise ValueError(f"{info.name}: expected true or false, got {value!r}")
+    elif info.type is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"{info.name}: expected an integer, got {value!r}")
+        try:
+            out = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{info.name}: expected an integer, got {value!r}") from None
+    elif info.type is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{info.name}: expected a number, got {value!r}")
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{info.name}: expected a number, got {value!r}") from None
+    elif info.type is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"{info.name}: expected a string, got {value!r}")
+        out = str(value)
+    else:
+        out = value
+    if info.choices is not None and out not in info.choices:
+        raise ValueError(f"{info.name}: {out!r} is not one of {list(info.choices)}")
+    if info.low is not None and isinstance(out, (int, float)) and out < info.low:
+        raise ValueError(f"{info.name}: {out!r} is below the minimum {info.low}")
+    if info.high is not None and isinstance(out, (int, float)) and out > info.high:
+        raise ValueError(f"{info.name}: {out!r} is above the maximum {info.high}")
+    return out
+
+
+def build(config_cls: type, values: dict[str, Any]) -> Any:
+    """Build a config from a dict, collecting every problem into one ValueError."""
+    infos = fields(config_cls)
+    errors, kwargs = [], {}
+    for key, value in values.items():
+        if key not in infos:
+            errors.append(f"unknown config key {key!r} (valid: {', '.join(infos)})")
+            continue
+        try:
+            kwargs[key] = coerce(infos[key], value)
+        except ValueError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ValueError("\n".join(errors))
+    cfg = config_cls(**kwargs)
+    check = getattr(cfg, "check", None)  # optional cross-field validation, returns a list of messages
+    if check is not None and (problems := check()):
+        raise ValueError("\n".join(problems))
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+def scalar_columns(cfg: Any) -> dict[str, Any]:
+    """Config values as Parquet-friendly scalars (tuples become comma-joined strings)."""
+    return {k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in to_dict(cfg).items()}

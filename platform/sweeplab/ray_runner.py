@@ -1,0 +1,180 @@
+"""Running a sweep on Ray: Tune schedules trials, each trial runs the task under Ray Train.
+
+Per trial, Tune runs :func:`_driver`, which starts a ``TorchTrainer`` (Ray Train V2: ``num_workers`` data-parallel
+workers, each with the spec's CPUs/GPUs) whose workers run :func:`sweeplab.trial.run_trial`; metrics reach Tune
+through ``TuneReportCallback``. The Train run is named after the Tune trial id, under ``<sweep>/train/``, so a
+retried or resumed trial finds its checkpoints again. The driver process alone writes the Parquet tables
+(:class:`_ResultsCallback`), from fragments that each trial's rank 0 leaves in shared storage.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import results
+from .spec import Spec
+from .trial import FINAL_KEY, run_trial, split_params
+
+_CKPT = "state.pt"
+# The Tune trial itself only waits on its TorchTrainer; the Train workers hold the real resources. Tune refuses an
+# empty request, so the driver asks for 1 MiB of memory and no CPU (a CPU here would starve the workers).
+_DRIVER_RESOURCES = {"cpu": 0, "memory": 2**20}
+
+
+class RayTrainContext:
+    """:class:`~sweeplab.task.TrialContext` on a Ray Train worker."""
+
+    def __init__(self, trial_id: str, seed: int):
+        import ray.train
+        import ray.train.torch
+        tc = ray.train.get_context()
+        self.trial_id, self.seed = trial_id, seed
+        self.rank, self.world_size = tc.get_world_rank(), tc.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None = None) -> None:
+        import ray.train
+        if checkpoint is None or self.rank != 0:
+            ray.train.report(dict(metrics))
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(checkpoint, Path(tmp) / _CKPT)
+            ray.train.report(dict(metrics), checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        import ray.train
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as where:
+            return torch.load(Path(where) / _CKPT, map_location="cpu", weights_only=False)
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+        return ray.train.torch.prepare_model(model)
+
+    def log(self, message: str) -> None:
+        if self.rank == 0:
+            print(f"[{self.trial_id}] {message}", flush=True)
+
+
+def _worker(payload: dict[str, Any]) -> None:
+    ctx = RayTrainContext(payload["trial_id"], payload["seed"])
+    run_trial(payload["task"], payload["values"], ctx, sweep=payload["sweep"], sweep_dir=Path(payload["sweep_dir"]),
+              code_version=payload["code_version"])
+
+
+def _make_driver(spec: Spec, code_version: str):
+    task, sweep, sweep_dir = spec.task, spec.name, str(spec.sweep_dir)
+    workers, cpus, gpus = spec.workers, spec.cpus, spec.gpus
+
+    def _driver(params: dict[str, Any]) -> None:
+        import ray.train
+        import ray.tune
+        from ray.train.torch import TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+        trial_id = ray.tune.get_context().get_trial_id()
+        values, seed = split_params({**params, **params.get("_point", {})})
+        resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+        trainer = TorchTrainer(
+            _worker,
+            train_loop_config={"task": task, "values": values, "seed": seed, "trial_id": trial_id, "sweep": sweep,
+                               "sweep_dir": sweep_dir, "code_version": code_version},
+            scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                                   resources_per_worker=resources),
+            run_config=ray.train.RunConfig(name=trial_id, storage_path=os.path.join(sweep_dir, "train"),
+                                           callbacks=[TuneReportCallback()],
+                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+        )
+        trainer.fit()
+
+    return _driver
+
+
+def _results_callback(spec: Spec):
+    from ray.tune import Callback
+
+    class ResultsCallback(Callback):
+        """Writes each ended trial's status and rebuilds the tables, from the driver only."""
+
+        def __init__(self, sweep_dir: str, sweep: str, task: str):
+            self.sweep_dir, self.sweep, self.task = Path(sweep_dir), sweep, task
+
+        def _ended(self, trial, status: str, error: str | None = None) -> None:
+            values, _ = split_params({**trial.config, **trial.config.get("_point", {})})
+            last = dict(trial.last_result or {})
+            if status == "completed" and not last.get(FINAL_KEY):
+                status = "stopped"  # ended without its final report: stopped early by the scheduler
+            results.write_status(self.sweep_dir, trial.trial_id, status, values, error, last)
+            results.consolidate(self.sweep_dir, self.sweep, self.task)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._ended(trial, "completed")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._ended(trial, "failed", _read(trial.error_file) if trial.error_file else "trial failed")
+
+    return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task.name)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()[-4000:]
+    except OSError:
+        return str(path)
+
+
+def _scheduler(spec: Spec):
+    if spec.scheduler["type"] != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+    s = spec.scheduler
+    return ASHAScheduler(metric=s.get("metric", spec.metrics[0]), mode=s.get("mode", spec.modes[0]),
+                         time_attr=s.get("time_attr", "training_iteration"), max_t=s.get("max_t", 100),
+                         grace_period=s.get("grace_period", 1), reduction_factor=s.get("reduction_factor", 4))
+
+
+def _max_concurrent(spec: Spec) -> int:
+    import ray
+    if spec.max_concurrent:
+        return spec.max_concurrent
+    avail = ray.cluster_resources()
+    per_trial = [avail.get("CPU", 1) / max(spec.cpus * spec.workers, 1e-9)]
+    if spec.gpus:
+        per_trial.append(avail.get("GPU", 0) / (spec.gpus * spec.workers))
+    return max(1, math.floor(min(per_trial)))
+
+
+def build_tuner(spec: Spec, code_version: str, resume: bool = False):
+    from ray import tune
+    from .search import tune_search
+    trainable = tune.with_resources(_make_driver(spec, code_version), _DRIVER_RESOURCES)
+    param_space, search_alg = tune_search(spec)
+    if resume:
+        return tune.Tuner.restore(str(spec.sweep_dir), trainable=trainable, resume_errored=True,
+                                  param_space=param_space)
+    multi = spec.multi_objective
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg, scheduler=_scheduler(spec),
+        num_samples=1 if spec.algorithm == "grid" else spec.num_samples,
+        max_concurrent_trials=_max_concurrent(spec),
+        metric=None if multi else spec.metrics[0], mode=None if multi else spec.modes[0])
+    run_config = tune.RunConfig(name=spec.name, storage_path=str(spec.storage),
+                                failure_config=tune.FailureConfig(max_failures=spec.retries),
+                                callbacks=[_results_callback(spec)], verbose=1)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def run_ray(spec: Spec, code_version: str, resume: bool = False) -> dict[str, int]:
+    # The sweep's objective is reported once, after evaluation; intermediate reports carry training metrics only.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    tuner = build_tuner(spec, code_version, resume)
+    grid = tuner.fit()
+    counts = results.consolidate(spec.sweep_dir, spec.name, spec.task.name)
+    counts["failed"] = sum(1 for r in grid if r.error is not None)
+    return counts

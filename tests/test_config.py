@@ -1,0 +1,39 @@
+import pytest
+
+from sweeplab import config as C
+from tests.conftest import ToyConfig
+
+
+def test_build_coerces_types_and_keeps_defaults():
+    cfg = C.build(ToyConfig, {"lr": "0.5", "steps": 3.0, "fail": "false", "sizes": [3, 4]})
+    assert cfg.lr == 0.5 and isinstance(cfg.lr, float)
+    assert cfg.steps == 3 and isinstance(cfg.steps, int)
+    assert cfg.fail is False and cfg.sizes == (3, 4) and cfg.width == 4
+
+
+def test_build_reports_every_problem_at_once():
+    with pytest.raises(ValueError) as err:
+        C.build(ToyConfig, {"lr": 20.0, "steps": 1.5, "optimizer": "rmsprop", "nope": 1, "sizes": [0]})
+    lines = str(err.value).splitlines()
+    assert len(lines) == 5
+    assert any("unknown config key 'nope'" in line for line in lines)
+    assert any("lr: 20.0 is above the maximum 10.0" in line for line in lines)
+    assert any("steps: expected an integer" in line for line in lines)
+    assert any("'rmsprop' is not one of ['sgd', 'adam']" in line for line in lines)
+    assert any("sizes: 0 is below the minimum 1" in line for line in lines)
+
+
+def test_fields_carry_docs_and_valid_values():
+    info = C.fields(ToyConfig)
+    assert list(info) == ["lr", "steps", "width", "optimizer", "fail", "sizes"]
+    assert info["optimizer"].choices == ("sgd", "adam") and info["lr"].doc == "learning rate"
+    assert info["sizes"].type is tuple and info["sizes"].item_type is int
+
+
+def test_scalar_columns_flatten_tuples():
+    assert C.scalar_columns(ToyConfig())["sizes"] == "1,2"
+
+
+def test_mutable_default_rejected():
+    with pytest.raises(TypeError):
+        C.param([1, 2], "a list")
