@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml setup.py
 
 demo: $(STAMP)
 	rm -rf $(DEMO_STORAGE)/compression-demo
-	$(BIN)/sweeplab run sweeps/compression-demo.yaml --set storage=$(DEMO_STORAGE)
+	$(BIN)/sweeplab run sweeps/compression-single-gamma-smoke.yaml --set storage=$(DEMO_STORAGE) name=compression-demo
 	$(BIN)/sweeplab results $(DEMO_STORAGE)/compression-demo --sql "SELECT trial_id, codec, quantization, gamma, \
 	  round(psnr, 2) AS psnr_db, round(bpp, 3) AS bpp, round(bpp_coded, 3) AS bpp_coded, round(gmacs, 2) AS gmacs \
 	  FROM trials ORDER BY trial_id"

@@ -1,0 +1,29 @@
+"""Task `compression`: Dumas, Roumy & Guillemot, "Autoencoder based image compression: can the learning be
+quantization independent?", ICASSP 2018. Model in ``model.py`` (layers, density), training in ``train.py``,
+data / evaluation / anchors / plot in their modules; configuration in ``config.py``.
+"""
+from sweeplab.task import Task, register_task
+
+from . import data, evaluate
+from .config import CompressionConfig
+from .model import build_model
+from .train import train
+
+
+def plot_rate_distortion(trials, evaluations, out_path) -> None:
+    """Figure 5 (``plot.py``), imported on use: pandas and matplotlib are slow to import."""
+    from .plot import plot_rate_distortion as plot
+    plot(trials, evaluations, out_path)
+
+
+TASK = register_task(Task(
+    name="compression",
+    config=CompressionConfig,
+    build_model=build_model,  # None for the jpeg / jpeg2000 anchors
+    input_shape=lambda cfg: (1, 1, 512, 768),  # one Kodak luminance image
+    load_data=data.load_data,
+    train=train,  # None for the anchors: nothing to train
+    evaluate=evaluate.evaluate,
+    plot=plot_rate_distortion,
+    summary=("psnr", "bpp", "bpp_coded"),
+))

@@ -1,0 +1,125 @@
+"""Test-time evaluation of the `compression` task (Dumas et al., ICASSP 2018, Sections 3.1 and 4).
+
+Autoencoder (data flow per test image X and step multiplier beta)::
+
+    Y = g_e(X)                                   model.encode, (1, m, H/16, W/16)
+    q = round((Y - mu) / (beta * delta))         mu_i: per-map means from the extra set (Section 3.1),
+                                                 delta_i: learned steps (case 2) or 1 (cases 1 and 3)
+    Y_hat = q * beta * delta + mu                uniform scalar quantisation, reconstruction at bin centres
+    X_hat = g_d(Y_hat)                           model.decode; PSNR after clipping to [16, 235] and rounding
+
+Rate: ``bpp`` is the paper's estimate, the empirical entropy of q (i.i.d. per map); ``bpp_coded`` the size of a
+real range-coded stream of q; ``rate_gap_bpp = bpp_coded - bpp``; ``side_info_bpp`` estimates the per-map
+histograms the range decoder would also need (not included in either rate, see :mod:`.metrics`).
+
+Anchors (``codec`` jpeg / jpeg2000): one row per (setting, image), the rate being the real file size.
+
+Every row has the keys :data:`ROW_KEYS` (None where a key does not apply) so all trials make one table.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sweeplab.task import Evaluation
+
+from . import anchors
+from .metrics import empirical_entropy_bpp, mse, psnr, range_code, side_information_bits
+
+ROW_KEYS = ("method", "beta", "quality", "image", "bpp", "bpp_coded", "rate_gap_bpp", "side_info_bpp", "psnr",
+            "mse")
+SUMMARY_KEYS = ("psnr", "bpp", "bpp_coded", "rate_gap_bpp")
+
+
+def quantize(y: torch.Tensor, mu: torch.Tensor, delta: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre with mu_i and quantise with step beta * delta_i (Section 4) -> (integer indices, y_hat)."""
+    step = (beta * delta).reshape(1, -1, 1, 1).to(y)
+    mu = mu.reshape(1, -1, 1, 1).to(y)
+    q = torch.round((y - mu) / step)
+    return q.to(torch.int64), q * step + mu
+
+
+def _row(**values) -> dict:
+    unknown = set(values) - set(ROW_KEYS)
+    if unknown:
+        raise KeyError(f"unknown row keys {sorted(unknown)}")
+    return {key: values.get(key) for key in ROW_KEYS}
+
+
+def _means(rows: list[dict]) -> dict[str, float]:
+    return {key: float(np.mean([r[key] for r in rows])) for key in SUMMARY_KEYS}
+
+
+def _log_line(rows: list[dict]) -> str:
+    m = _means(rows)
+    return f"psnr {m['psnr']:.2f} dB, bpp {m['bpp']:.4f} (coded {m['bpp_coded']:.4f}), {len(rows)} images"
+
+
+@torch.no_grad()
+def evaluate_autoencoder(model: torch.nn.Module, betas, test_images, device: torch.device, log=print) -> list[dict]:
+    """Rows for each beta in ``betas`` and each test image ``(name, (1, 1, H, W) float tensor)``."""
+    model = getattr(model, "module", model)  # unwrap a data-parallel wrapper
+    model.eval()
+    delta = model.steps().detach().to(device)
+    mu = model.latent_means.detach().to(device)
+    latents = [(name, x, model.encode(x.to(device))) for name, x in test_images]  # g_e does not depend on beta
+    rows = []
+    for beta in betas:
+        beta_rows = []
+        for name, x, y in latents:
+            q, y_hat = quantize(y, mu, delta, float(beta))
+            x_hat = model.decode(y_hat)
+            indices = q[0].cpu().numpy()
+            n_pixels = x.shape[-2] * x.shape[-1]
+            bpp = empirical_entropy_bpp(indices, n_pixels)
+            n_bits, decoded = range_code(indices)
+            if not np.array_equal(decoded, indices):
+                raise RuntimeError(f"range coding of {name} at beta={beta} is not lossless")
+            bpp_coded = n_bits / n_pixels
+            beta_rows.append(_row(method="autoencoder", beta=float(beta), image=name, bpp=bpp,
+                                  bpp_coded=bpp_coded, rate_gap_bpp=bpp_coded - bpp,
+                                  side_info_bpp=side_information_bits(indices) / n_pixels,
+                                  psnr=psnr(x, x_hat), mse=mse(x, x_hat)))
+        log(f"beta={float(beta):g}: {_log_line(beta_rows)}")
+        rows += beta_rows
+    return rows
+
+
+def evaluate_codec(codec: str, settings, test_images, log=print) -> list[dict]:
+    """Rows of a JPEG / JPEG 2000 anchor for each setting and test image."""
+    rows = []
+    for setting in settings:
+        setting_rows = [_row(method=codec, quality=float(r["setting"]), image=r["image"], bpp=r["bpp"],
+                             bpp_coded=r["bpp"], rate_gap_bpp=0.0, psnr=r["psnr"], mse=r["mse"])
+                        for r in anchors.evaluate_anchor(codec, [setting], test_images)]
+        label = "quality" if codec == "jpeg" else "target bpp"
+        log(f"{codec} {label} {setting:g}: {_log_line(setting_rows)}")
+        rows += setting_rows
+    return rows
+
+
+def evaluate(cfg, state, data, ctx) -> Evaluation:
+    """The task's evaluation. Metrics: means over the test images of psnr, bpp, bpp_coded and rate_gap_bpp at
+    beta = 1 (the first beta when 1 is not in ``cfg.betas``) for the autoencoder, at the middle setting for an
+    anchor; plus ``mean_rate_gap_bpp`` over all rows."""
+    if not data.test_images:
+        raise ValueError("no test image to evaluate on")
+    if cfg.codec == "autoencoder":
+        if state is None:
+            raise ValueError("codec=autoencoder needs a trained model to evaluate")
+        betas = tuple(float(b) for b in cfg.betas)
+        if not betas:
+            raise ValueError("betas is empty: nothing to evaluate")
+        rows = evaluate_autoencoder(state, betas, data.test_images, ctx.device, ctx.log)
+        ref = 1.0 if 1.0 in betas else betas[0]
+        chosen = [r for r in rows if r["beta"] == ref]
+    elif cfg.codec in anchors.CODECS:
+        settings = tuple(cfg.jpeg_qualities if cfg.codec == "jpeg" else cfg.jpeg2000_rates)
+        rows = evaluate_codec(cfg.codec, settings, data.test_images, ctx.log)
+        middle = float(settings[len(settings) // 2])
+        chosen = [r for r in rows if r["quality"] == middle]
+    else:
+        raise ValueError(f"unknown codec {cfg.codec!r}")
+    metrics = _means(chosen)
+    metrics["mean_rate_gap_bpp"] = float(np.mean([r["rate_gap_bpp"] for r in rows]))
+    return Evaluation(metrics=metrics, rows=rows)

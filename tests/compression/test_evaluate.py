@@ -1,0 +1,150 @@
+"""Test-time evaluation (quantisation over beta, rates, PSNR), anchors evaluation and the rate-distortion plot."""
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import skimage
+import torch
+import torch.nn.functional as F
+
+from sweeplab.context import LocalContext
+from sweeplab.tasks.compression.config import CompressionConfig
+from sweeplab.tasks.compression.data import read_luminance
+from sweeplab.tasks.compression.evaluate import ROW_KEYS, evaluate, quantize
+from sweeplab.tasks.compression.plot import plot_rate_distortion, rate_distortion_curves
+
+
+class StandIn(torch.nn.Module):
+    """Same API as the task's model: an exactly invertible 16x16 space-to-depth transform (m = 256 maps)."""
+
+    def __init__(self, delta: float = 1.0):
+        super().__init__()
+        self.register_buffer("latent_means", torch.zeros(256))
+        self.delta = delta
+
+    def encode(self, x):
+        return F.pixel_unshuffle(x - 128.0, 16) / 4.0
+
+    def decode(self, y_hat):
+        return F.pixel_shuffle(y_hat * 4.0, 16) + 128.0
+
+    def steps(self):
+        return torch.full((256,), self.delta)
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    lum = read_luminance(Path(skimage.__file__).parent / "data" / "camera.png")
+    crops = {"a": lum[:64, :64], "b": lum[200:264, 100:196]}
+    return [(name, torch.from_numpy(c.copy()).float()[None, None]) for name, c in crops.items()]
+
+
+@pytest.fixture
+def ctx():
+    return LocalContext(device=torch.device("cpu"), verbose=False)
+
+
+def _model(test_images, delta=1.0):
+    model = StandIn(delta)
+    model.latent_means.copy_(torch.cat([model.encode(x) for _, x in test_images], -1).mean((0, 2, 3)))
+    return model
+
+
+def test_quantize_centres_and_scales_the_steps():
+    y = torch.tensor([0.9, 2.6, -3.1]).reshape(1, 3, 1, 1)
+    mu, delta = torch.tensor([1.0, 0.0, -1.0]), torch.tensor([1.0, 2.0, 0.5])
+    q, y_hat = quantize(y, mu, delta, beta=2.0)  # steps 2, 4, 1
+    assert q.dtype == torch.int64 and q.flatten().tolist() == [0, 1, -2]
+    assert y_hat.flatten().tolist() == pytest.approx([1.0, 4.0, -3.0])
+
+
+def test_autoencoder_rows_metrics_and_monotone_rate(test_images, ctx):
+    cfg = dataclasses.replace(CompressionConfig(), betas=(1.0, 2.0, 4.0, 8.0))
+    result = evaluate(cfg, _model(test_images), SimpleNamespace(test_images=test_images), ctx)
+    rows = pd.DataFrame(result.rows)
+    assert len(rows) == 4 * 2 and list(rows.columns) == list(ROW_KEYS)
+    assert set(rows["method"]) == {"autoencoder"} and rows["quality"].isna().all()
+    means = rows.groupby("beta")[["bpp", "bpp_coded", "psnr"]].mean()
+    assert means["bpp"].is_monotonic_decreasing and means["bpp"].iloc[0] > 2 * means["bpp"].iloc[-1]
+    assert means["psnr"].is_monotonic_decreasing
+    assert (rows["rate_gap_bpp"] >= -1e-9).all()  # a code cannot beat the empirical entropy
+    assert (rows["side_info_bpp"] > 0).all()
+    # the transform is exact: at beta = 1 the only error is the quantisation (step 4 in pixels: MSE ~ 16/12)
+    assert rows[rows["beta"] == 1.0]["mse"].between(0.5, 2.5).all()
+    assert set(result.metrics) == {"psnr", "bpp", "bpp_coded", "rate_gap_bpp", "mean_rate_gap_bpp"}
+    at_one = rows[rows["beta"] == 1.0]
+    assert result.metrics["psnr"] == pytest.approx(at_one["psnr"].mean())
+    assert result.metrics["mean_rate_gap_bpp"] == pytest.approx(rows["rate_gap_bpp"].mean())
+
+
+def test_learned_steps_scale_the_rate(test_images, ctx):
+    cfg = dataclasses.replace(CompressionConfig(), betas=(1.0,))
+    data = SimpleNamespace(test_images=test_images)
+    coarse = evaluate(cfg, _model(test_images, delta=2.0), data, ctx)
+    fine = evaluate(dataclasses.replace(cfg, betas=(2.0,)), _model(test_images, delta=1.0), data, ctx)
+    # delta = 2 at beta = 1 is the same quantiser as delta = 1 at beta = 2
+    assert coarse.metrics["bpp"] == pytest.approx(fine.metrics["bpp"])
+    assert coarse.metrics["psnr"] == pytest.approx(fine.metrics["psnr"])
+
+
+@pytest.mark.parametrize("codec, settings", [("jpeg", (10, 50, 90)), ("jpeg2000", (0.5, 1.0, 2.0))])
+def test_anchor_rows_and_metrics(test_images, ctx, codec, settings):
+    field = "jpeg_qualities" if codec == "jpeg" else "jpeg2000_rates"
+    cfg = dataclasses.replace(CompressionConfig(), codec=codec, **{field: settings})
+    result = evaluate(cfg, None, SimpleNamespace(test_images=test_images), ctx)
+    rows = pd.DataFrame(result.rows)
+    assert len(rows) == 3 * 2 and list(rows.columns) == list(ROW_KEYS)
+    assert rows["beta"].isna().all() and (rows["rate_gap_bpp"] == 0).all()
+    assert (rows["bpp"] == rows["bpp_coded"]).all()
+    middle = rows[rows["quality"] == float(settings[1])]
+    assert result.metrics["bpp"] == pytest.approx(middle["bpp"].mean())
+    assert result.metrics["mean_rate_gap_bpp"] == 0.0
+
+
+def _synthetic_tables():
+    trials, rows = [], []
+    rng = np.random.default_rng(0)
+
+    def add(trial_id, codec, quantization, gamma, points, key, status="ok"):
+        trials.append(dict(trial_id=trial_id, status=status, codec=codec, quantization=quantization, gamma=gamma))
+        for setting, bpp, psnr in points:
+            for image in ("kodim01", "kodim02"):
+                rows.append(dict(trial_id=trial_id, method=codec, beta=setting if key == "beta" else None,
+                                 quality=setting if key == "quality" else None, image=image,
+                                 bpp=bpp + rng.normal(0, 0.01), bpp_coded=bpp + 0.01, rate_gap_bpp=0.01,
+                                 side_info_bpp=0.05, psnr=psnr + rng.normal(0, 0.1), mse=1.0))
+
+    for i, gamma in enumerate((10000.0, 24000.0, 96000.0)):
+        add(f"t{i}", "autoencoder", "fixed-step", gamma, [(1.0, 0.4 + 0.4 * i, 30 + 3 * i)], "beta")
+    add("t3", "autoencoder", "learned-step", 10000.0, [(b, 1.2 / b, 36 - 3 * np.log2(b)) for b in (1, 2, 4)], "beta")
+    add("t4", "autoencoder", "fixed-step", 10000.0, [(b, 1.1 / b, 35 - 3 * np.log2(b)) for b in (1, 2, 4)], "beta")
+    add("t5", "jpeg", "fixed-step", 10000.0, [(q, q / 40, 25 + q / 8) for q in (10, 50, 90)], "quality")
+    add("t6", "jpeg2000", "fixed-step", 10000.0, [(r, r, 28 + 4 * r) for r in (0.25, 1.0)], "quality")
+    trials.append(dict(trial_id="t7", status="error", codec="autoencoder", quantization="learned-step",
+                       gamma=40000.0))  # failed: no rows
+    return pd.DataFrame(trials), pd.DataFrame(rows)
+
+
+def test_rate_distortion_curves_and_png(tmp_path):
+    trials, evaluations = _synthetic_tables()
+    curves = dict(rate_distortion_curves(trials, evaluations))
+    assert set(curves) == {"case 1: one model per gamma", "case 2: learned steps, gamma=10000",
+                           "case 3: GDN, step 1, gamma=10000", "JPEG", "JPEG 2000"}
+    assert len(curves["case 1: one model per gamma"]) == 3 and len(curves["JPEG 2000"]) == 2
+    case2 = curves["case 2: learned steps, gamma=10000"]
+    assert case2["rate"].is_monotonic_increasing  # sorted by rate for drawing
+    out = tmp_path / "fig" / "rd.png"
+    plot_rate_distortion(trials, evaluations, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_plot_survives_missing_curves(tmp_path):
+    trials, evaluations = _synthetic_tables()
+    only_jpeg = evaluations[evaluations["method"] == "jpeg"]
+    assert [label for label, _ in rate_distortion_curves(trials, only_jpeg)] == ["JPEG"]
+    plot_rate_distortion(trials[["trial_id", "status"]], only_jpeg.drop(columns=["beta"]), tmp_path / "a.png")
+    plot_rate_distortion(trials, evaluations.iloc[0:0], tmp_path / "empty.png")
+    assert (tmp_path / "a.png").stat().st_size > 0 and (tmp_path / "empty.png").stat().st_size > 0

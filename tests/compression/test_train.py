@@ -1,0 +1,68 @@
+"""The training loop on tiny random crops, in-process (LocalContext): loss decreases, reports, checkpoint, resume."""
+import types
+
+import torch
+
+from sweeplab.context import LocalContext
+from sweeplab.tasks.compression.config import CompressionConfig
+from sweeplab.tasks.compression.model import DELTA_MIN
+from sweeplab.tasks.compression.train import lr_factor, train
+
+CPU = torch.device("cpu")
+
+
+def _data(n: int = 16, side: int = 32):
+    gen = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(-20, 20, side).view(1, 1, 1, side)
+    crops = (120 + ramp + 5 * torch.randn(n, 1, side, side, generator=gen)).clamp(0, 255).to(torch.uint8)
+    extra = [torch.rand(1, 1, 32, 48, generator=gen) * 255 for _ in range(2)]
+    return types.SimpleNamespace(train_crops=crops, extra_images=extra)
+
+
+def _cfg(**kw) -> CompressionConfig:
+    base = dict(m=8, crop_size=32, batch_size=4, iterations=30, report_every=5, checkpoint_every=10, lr=1e-3,
+                gamma=10.0)
+    return CompressionConfig(**{**base, **kw})
+
+
+def test_training_reduces_the_loss_reports_and_resumes(tmp_path):
+    data = _data()
+    ctx = LocalContext(trial_dir=tmp_path, device=CPU, verbose=False)
+    model = train(_cfg(), data, ctx)
+    assert [r["iteration"] for r in ctx.reports] == [5, 10, 15, 20, 25, 30]
+    assert set(ctx.reports[0]) == {"iteration", "loss", "distortion", "rate", "psnr_train"}
+    assert ctx.reports[-1]["loss"] < 0.8 * ctx.reports[0]["loss"]
+    assert ctx.reports[-1]["psnr_train"] > ctx.reports[0]["psnr_train"]
+    assert all(r["rate"] > 0 for r in ctx.reports)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["iteration"] == 30
+    expected_mu = torch.cat([model.encode(x).detach().transpose(0, 1).reshape(8, -1) for x in data.extra_images],
+                            dim=1).mean(1)
+    torch.testing.assert_close(model.latent_means, expected_mu)
+
+    resumed = LocalContext(trial_dir=tmp_path, device=CPU, verbose=False)
+    train(_cfg(iterations=40), data, resumed)
+    assert [r["iteration"] for r in resumed.reports] == [35, 40]
+    assert resumed.reports[0]["loss"] < 0.8 * ctx.reports[0]["loss"]  # continued from the trained weights
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["iteration"] == 40
+
+
+def test_learned_step_projects_delta_and_zero_iterations_is_the_smoke_path(tmp_path):
+    data = _data()
+    model = train(_cfg(quantization="learned-step", iterations=3, report_every=1), data,
+                  LocalContext(device=CPU, verbose=False))
+    assert model.delta.min() >= DELTA_MIN and model.delta.max() < DELTA_MIN + 0.01  # 0.5 projected onto [0.8, 4]
+    ctx = LocalContext(trial_dir=tmp_path, device=CPU, verbose=False)
+    model = train(_cfg(iterations=0), data, ctx)  # density warm-up only
+    assert len(ctx.reports) == 1 and ctx.reports[0]["iteration"] == 0
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["iteration"] == 0
+    assert model.latent_means.abs().sum() > 0
+    assert train(_cfg(codec="jpeg"), data, ctx) is None
+
+
+def test_authors_learning_rate_schedule():
+    assert lr_factor(_cfg(gamma=10000.0), 1_499_999) == 1.0
+    assert lr_factor(_cfg(gamma=10000.0), 1_500_000) == 0.1
+    assert lr_factor(_cfg(gamma=72000.0), 950_000) == 0.01
+    assert lr_factor(_cfg(gamma=96000.0), 760_000) == 0.1
+    assert lr_factor(_cfg(gamma=96000.0, lr_schedule="constant"), 5_000_000) == 1.0

@@ -1,0 +1,85 @@
+"""Every spec in sweeps/ validates; the compression smoke sweeps run end to end, in-process and on a real Ray."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweeplab import cli
+from sweeplab.spec import load
+
+SWEEPS = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+SWEEPLAB = [sys.executable, "-m", "sweeplab.cli"]
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_every_spec_validates(path):
+    spec = load(path)
+    assert spec.name == path.stem and spec.task.name in path.stem
+
+
+def test_paper_settings_in_full_specs():
+    gamma_set = load(SWEEPS[0].parent / "compression-gamma-set.yaml")
+    assert gamma_set.space["gamma"] == [10000.0, 12000.0, 16000.0, 24000.0, 40000.0, 72000.0, 96000.0]
+    assert gamma_set.config["betas"] == (1.0,) and gamma_set.config["quantization"] == "fixed-step"
+    single = load(SWEEPS[0].parent / "compression-single-gamma.yaml")
+    assert single.config["betas"] == (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
+    assert single.space["quantization"] == ["learned-step", "fixed-step"] and single.config["gamma"] == 10000.0
+    assert {p["codec"] for p in single.include} == {"jpeg", "jpeg2000"}
+
+
+def _run(args, cwd):
+    proc = subprocess.run([*SWEEPLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def test_local_smoke_sweep(tmp_path):
+    spec = SWEEPS[0].parent / "compression-single-gamma-smoke.yaml"
+    _run(["run", str(spec), "--local", "--set", f"storage={tmp_path}", "iterations=4", "n_train_crops=8",
+          "betas=[1.0, 4.0]", "search.space.quantization=[learned-step]", "n_test_images=1"], tmp_path)
+    trials = pd.read_parquet(tmp_path / "compression-single-gamma-smoke/results/trials.parquet")
+    evals = pd.read_parquet(tmp_path / "compression-single-gamma-smoke/results/evaluations.parquet")
+    assert list(trials.codec) == ["autoencoder", "jpeg", "jpeg2000"] and set(trials.status) == {"completed"}
+    ae = trials.iloc[0]
+    assert ae.quantization == "learned-step" and ae.params > 0 and ae.gmacs > 0 and ae.device == "cpu"
+    ae_rows = evals[evals.trial_id == ae.trial_id]
+    assert sorted(ae_rows.beta) == [1.0, 4.0]  # one row per beta x test image
+    assert (ae_rows.sort_values("beta").bpp.diff().dropna() <= 0).all()  # coarser steps never cost more bits
+    jpeg = evals[evals.method == "jpeg"]
+    assert len(jpeg) == 7 and jpeg.bpp.is_monotonic_increasing
+    _run(["plot", str(tmp_path / "compression-single-gamma-smoke"), "--out", str(tmp_path / "rd.png")], tmp_path)
+    assert (tmp_path / "rd.png").stat().st_size > 10_000
+
+
+@pytest.mark.ray
+def test_ray_smoke_sweep_two_trials(tmp_path):
+    """Two trials of the gamma-set smoke spec on a real embedded Ray (Tune + Train V2); tables read back."""
+    spec = SWEEPS[0].parent / "compression-gamma-set-smoke.yaml"
+    proc = _run(["run", str(spec), "--set", f"storage={tmp_path}", "search.include=[]", "iterations=6",
+                 "n_train_crops=8"], tmp_path)
+    sweep = tmp_path / "compression-gamma-set-smoke"
+    trials = pd.read_parquet(sweep / "results/trials.parquet")
+    evals = pd.read_parquet(sweep / "results/evaluations.parquet")
+    assert sorted(trials.gamma) == [10000.0, 40000.0] and set(trials.status) == {"completed"}
+    assert trials.trial_id.is_unique and len(evals) == 2 * 2  # 2 trials x 1 beta x 2 test images
+    assert (trials.num_workers == 1).all() and trials.psnr.notna().all() and "tables:" in proc.stdout
+    # the Train runs checkpointed under the sweep, named after their Tune trials
+    assert sorted(p.name for p in (sweep / "train").iterdir()) == sorted(trials.trial_id)
+    out = _run(["results", str(sweep), "--csv", "--sql", "SELECT count(*) AS n FROM evaluations"], tmp_path)
+    assert out.stdout.split() == ["n", "4"]
+
+
+def test_describe_json(capsys):
+    assert cli.main(["describe", "compression", "--json"]) == 0
+    fixed = json.loads(capsys.readouterr().out)
+    assert {"task", "params", "gmacs", "input_shape"} <= set(fixed) and fixed["input_shape"] == [1, 1, 512, 768]
+    assert cli.main(["describe", "compression", "--set", "quantization=learned-step", "--json"]) == 0
+    learned = json.loads(capsys.readouterr().out)
+    assert fixed["params"] > learned["params"] > 0 and fixed["gmacs"] > learned["gmacs"] > 0
+    assert cli.main(["describe", "compression", "--set", "codec=jpeg", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 0
+    assert cli.main(["describe", "compression", "--set", "gamma=-1"]) == 2
+    assert "gamma: -1.0 is below the minimum 0.0" in capsys.readouterr().err
