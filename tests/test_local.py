@@ -11,7 +11,7 @@ def test_local_grid_writes_both_tables(toy_spec):
     toy_spec["search"]["include"] = [{"lr": 0.2, "sizes": [1, 2, 3]}]
     spec = parse(toy_spec)
     counts = run_local(spec, "test")
-    assert counts == {"completed": 3, "failed": 0, "skipped": 0}
+    assert counts == {"completed": 3, "failed": 0, "skipped": 0, "trials": 3, "evaluations": 7}
     trials, evals = results.read(spec.sweep_dir)
     assert list(trials.trial_id) == ["local_00000", "local_00001", "local_00002"]
     assert list(trials.lr) == [0.01, 0.05, 0.2] and set(trials.status) == {"completed"}
@@ -28,13 +28,13 @@ def test_failures_are_recorded_and_resume_skips_completed(toy_spec, capsys):
     toy_spec["search"]["include"] = [{"fail": True}]
     toy_spec["retries"] = 1
     spec = parse(toy_spec)
-    assert run_local(spec, "test") == {"completed": 2, "failed": 1, "skipped": 0}
+    assert run_local(spec, "test") == {"completed": 2, "failed": 1, "skipped": 0, "trials": 3, "evaluations": 4}
     assert capsys.readouterr().out.count("failed:") == 2  # one attempt plus one retry
     trials, _ = results.read(spec.sweep_dir)
     failed = trials[trials.status == "failed"].iloc[0]
     assert "toy trial asked to fail" in failed.error and bool(failed.fail)
     again = run_local(spec, "test")
-    assert again == {"completed": 0, "failed": 1, "skipped": 2}
+    assert again == {"completed": 0, "failed": 1, "skipped": 2, "trials": 3, "evaluations": 4}
     trials, evals = results.read(spec.sweep_dir)
     assert len(trials) == 3 and trials.trial_id.is_unique and len(evals) == 4
 

@@ -83,3 +83,16 @@ def test_describe_json(capsys):
     assert json.loads(capsys.readouterr().out)["params"] == 0
     assert cli.main(["describe", "compression", "--set", "gamma=-1"]) == 2
     assert "gamma: -1.0 is below the minimum 0.0" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_ray_multi_objective_optuna(tmp_path):
+    """Multi-objective Optuna (PSNR vs GMACs) through Tune on a real Ray: trials differ in m, GMACs follow m."""
+    spec = SWEEPS[0].parent / "compression-pareto-smoke.yaml"
+    _run(["run", str(spec), "--set", f"storage={tmp_path}", "search.num_samples=2", "iterations=2",
+          "n_train_crops=8", "n_test_images=1", "search.space.m=[16, 32]"], tmp_path)
+    trials = pd.read_parquet(tmp_path / "compression-pareto-smoke/results/trials.parquet")
+    assert len(trials) == 2 and set(trials.status) == {"completed"}
+    assert trials.gamma.between(10000.0, 100000.0).all() and set(trials.m) <= {16, 32}
+    by_m = trials.groupby("m").gmacs.first()
+    assert by_m.is_monotonic_increasing and (trials.gmacs > 0).all()

@@ -72,5 +72,5 @@ def run_local(spec: Spec, code_version: str) -> dict[str, int]:
         if tell:
             tell(final or {})
         results.consolidate(sweep_dir, spec.name, spec.task.name)
-    results.consolidate(sweep_dir, spec.name, spec.task.name)
+    counts.update(results.consolidate(sweep_dir, spec.name, spec.task.name))
     return counts

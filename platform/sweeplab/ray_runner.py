@@ -154,7 +154,7 @@ def build_tuner(spec: Spec, code_version: str, resume: bool = False):
     from ray import tune
     from .search import tune_search
     trainable = tune.with_resources(_make_driver(spec, code_version), _DRIVER_RESOURCES)
-    param_space, search_alg = tune_search(spec)
+    param_space, search_alg = tune_search(spec, _max_concurrent(spec))
     if resume:
         return tune.Tuner.restore(str(spec.sweep_dir), trainable=trainable, resume_errored=True,
                                   param_space=param_space)
@@ -162,7 +162,6 @@ def build_tuner(spec: Spec, code_version: str, resume: bool = False):
     tune_config = tune.TuneConfig(
         search_alg=search_alg, scheduler=_scheduler(spec),
         num_samples=1 if spec.algorithm == "grid" else spec.num_samples,
-        max_concurrent_trials=_max_concurrent(spec),
         metric=None if multi else spec.metrics[0], mode=None if multi else spec.modes[0])
     run_config = tune.RunConfig(name=spec.name, storage_path=str(spec.storage),
                                 failure_config=tune.FailureConfig(max_failures=spec.retries),

@@ -30,17 +30,18 @@ def optuna_space(spec: Spec) -> dict[str, Any]:
     return {k: d.to_optuna() for k, d in spec.space.items()}
 
 
-def tune_search(spec: Spec):
-    """(param_space, search_alg) for Ray Tune."""
+def tune_search(spec: Spec, max_concurrent: int):
+    """(param_space, search_alg) for Ray Tune, the search algorithm limiting trials running at once."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
     if spec.algorithm == "grid":
-        return {"_point": tune.grid_search(grid_points(spec))}, BasicVariantGenerator(max_concurrent=0)
+        return {"_point": tune.grid_search(grid_points(spec))}, BasicVariantGenerator(max_concurrent=max_concurrent)
     space = {**spec.config, SEED_KEY: spec.seed, **{k: d.to_tune() for k, d in spec.space.items()}}
     if spec.algorithm == "random":
-        return space, BasicVariantGenerator(random_state=spec.seed)
+        return space, BasicVariantGenerator(random_state=spec.seed, max_concurrent=max_concurrent)
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
     multi = spec.multi_objective
     searcher = OptunaSearch(metric=spec.metrics if multi else spec.metrics[0],
                             mode=spec.modes if multi else spec.modes[0], sampler=optuna_sampler(spec))
-    return space, searcher
+    return space, ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
