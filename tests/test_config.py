@@ -37,3 +37,15 @@ def test_scalar_columns_flatten_tuples():
 def test_mutable_default_rejected():
     with pytest.raises(TypeError):
         C.param([1, 2], "a list")
+
+
+@pytest.mark.parametrize("value", [True, "abc", 1.5, None])
+def test_int_rejects(value):
+    with pytest.raises(ValueError, match="steps"):
+        C.build(ToyConfig, {"steps": value})
+
+
+@pytest.mark.parametrize("value", [False, "x", float("nan"), float("inf")])
+def test_float_rejects(value):
+    with pytest.raises(ValueError, match="lr: expected a"):
+        C.build(ToyConfig, {"lr": value})

@@ -52,3 +52,11 @@ def test_local_tpe_search_and_cli(toy_spec, tmp_path, capsys):
     assert trials.lr.nunique() == 4
     assert cli.main(["resume", str(path), "--local", "--set", "steps=2"]) == 0
     assert capsys.readouterr().out.count("already completed") == 4
+    assert cli.main(["run", str(path), "--local"]) == 1  # never silently mixes two runs in one folder
+    assert "already holds this sweep" in capsys.readouterr().err
+    assert cli.main(["resume", str(path)]) == 1  # a --local sweep has no Tune state to restore
+    assert "was run with --local" in capsys.readouterr().err
+    toy_spec["name"] = "never-run"
+    path.write_text(yaml.safe_dump(toy_spec))
+    assert cli.main(["resume", str(path), "--local"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err

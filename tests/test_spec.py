@@ -89,3 +89,15 @@ def test_missing_and_broken_files(tmp_path):
     bad.write_text("task: [unclosed")
     with pytest.raises(SpecError, match="not valid YAML"):
         load(bad)
+
+
+def test_unreachable_cluster_fails_fast(toy_spec, tmp_path, capsys):
+    import socket
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(toy_spec))
+    assert cli.main(["run", str(path), "--address", f"127.0.0.1:{port}"]) == 1
+    assert f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "toy-sweep" / "results").exists()

@@ -96,3 +96,11 @@ def test_ray_multi_objective_optuna(tmp_path):
     assert trials.gamma.between(10000.0, 100000.0).all() and set(trials.m) <= {16, 32}
     by_m = trials.groupby("m").gmacs.first()
     assert by_m.is_monotonic_increasing and (trials.gmacs > 0).all()
+
+
+def test_missing_data_folder_is_a_spec_error(tmp_path, capsys):
+    spec = SWEEPS[0].parent / "compression-gamma-set-smoke.yaml"
+    missing = tmp_path / "no-such-imagenet"
+    assert cli.main(["run", str(spec), "--local", "--set", f"train_dir={missing}", f"storage={tmp_path}"]) == 2
+    assert f"train_dir: folder not found: {missing}" in capsys.readouterr().err
+    assert not (tmp_path / "compression-gamma-set-smoke").exists()

@@ -74,11 +74,14 @@ def _cmd_run(args) -> int:
     except SpecError as exc:
         print(f"error: invalid sweep spec {exc}", file=sys.stderr)
         return 2
-    if args.resume and not spec.sweep_dir.exists():
-        print(f"error: nothing to resume: {spec.sweep_dir} does not exist (start it with `sweeplab run`)",
-              file=sys.stderr)
+    started = [p.name for p in (spec.sweep_dir / "tuner.pkl", spec.sweep_dir / "fragments") if p.exists()]
+    if args.resume and not started:
+        print(f"error: nothing to resume in {spec.sweep_dir} (start the sweep with `sweeplab run`)", file=sys.stderr)
         return 1
-    if not args.resume and not args.local and (spec.sweep_dir / "tuner.pkl").exists():
+    if args.resume and not args.local and "tuner.pkl" not in started:
+        print(f"error: {spec.sweep_dir} was run with --local: resume it with --local", file=sys.stderr)
+        return 1
+    if not args.resume and started:
         print(f"error: {spec.sweep_dir} already holds this sweep: continue it with `sweeplab resume {args.spec}`"
               f" or choose another name (--set name=...) or storage", file=sys.stderr)
         return 1
@@ -98,9 +101,27 @@ def _cmd_run(args) -> int:
     return 1 if counts.get("failed") else 0
 
 
+def _reachable(address: str, timeout: float = 5.0) -> str | None:
+    """None when ``host:port`` (or ``ray://host:port``) accepts a TCP connection, else the reason. Ray itself would
+    retry an unreachable address for minutes; ``auto`` is left to Ray (it fails at once without a cluster)."""
+    import socket
+    target = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in target:
+        return None
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+
+
 def _init_ray(address: str | None) -> bool:
     import ray
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if address and (reason := _reachable(address)):
+        print(f"error: cannot reach the Ray cluster at {address!r}: {reason}", file=sys.stderr)
+        return False
     try:
         if address:
             ray.init(address=address, log_to_driver=True)

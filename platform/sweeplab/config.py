@@ -12,6 +12,7 @@ Sweep validation, ``describe``, the Parquet columns and the README table are all
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -81,19 +82,12 @@ def coerce(info: FieldInfo, value: Any) -> Any:
         else:
             raise ValueError(f"{info.name}: expected true or false, got {value!r}")
     elif info.type is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"{info.name}: expected an integer, got {value!r}")
-        try:
-            out = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{info.name}: expected an integer, got {value!r}") from None
+        bad = isinstance(value, float) and not value.is_integer()
+        out = _number(info, value, int, "an integer", bad)
     elif info.type is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{info.name}: expected a number, got {value!r}")
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{info.name}: expected a number, got {value!r}") from None
+        out = _number(info, value, float, "a number", False)
+        if not math.isfinite(out):
+            raise ValueError(f"{info.name}: expected a finite number, got {value!r}")
     elif info.type is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError(f"{info.name}: expected a string, got {value!r}")
@@ -107,6 +101,15 @@ def coerce(info: FieldInfo, value: Any) -> Any:
     if info.high is not None and isinstance(out, (int, float)) and out > info.high:
         raise ValueError(f"{info.name}: {out!r} is above the maximum {info.high}")
     return out
+
+
+def _number(info: FieldInfo, value: Any, kind: type, label: str, bad: bool) -> Any:
+    if bad or isinstance(value, bool):
+        raise ValueError(f"{info.name}: expected {label}, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{info.name}: expected {label}, got {value!r}") from None
 
 
 def build(config_cls: type, values: dict[str, Any]) -> Any:

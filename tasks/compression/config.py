@@ -13,6 +13,7 @@ The three cases of Section 4 map onto config values:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sweeplab.config import param
 
@@ -75,4 +76,10 @@ class CompressionConfig:
             problems.append(f"crop_size: {self.crop_size} is not a multiple of 16 (the encoder downsamples by 16)")
         if self.test_crop % 16:
             problems.append(f"test_crop: {self.test_crop} is not a multiple of 16")
+        # Checked where the sweep is launched, before any trial starts (on a cluster the folders must be on a
+        # filesystem shared with the launching machine); unreadable files are reported by the trial that reads them.
+        for name in ("train_dir", "test_dir", "extra_dir"):
+            folder = getattr(self, name)
+            if folder and not Path(folder).expanduser().is_dir():
+                problems.append(f"{name}: folder not found: {folder}")
         return problems
