@@ -104,3 +104,14 @@ def test_missing_data_folder_is_a_spec_error(tmp_path, capsys):
     assert cli.main(["run", str(spec), "--local", "--set", f"train_dir={missing}", f"storage={tmp_path}"]) == 2
     assert f"train_dir: folder not found: {missing}" in capsys.readouterr().err
     assert not (tmp_path / "compression-gamma-set-smoke").exists()
+
+
+@pytest.mark.ray
+def test_ray_data_parallel_trial(tmp_path):
+    """resources.workers = 2: one trial trained data-parallel by two Ray Train workers (DDP over gloo)."""
+    spec = SWEEPS[0].parent / "compression-gamma-set-smoke.yaml"
+    _run(["run", str(spec), "--set", f"storage={tmp_path}", "resources.workers=2", "search.include=[]",
+          "search.space.gamma=[10000]", "iterations=4", "n_train_crops=8", "n_test_images=1"], tmp_path)
+    trials = pd.read_parquet(tmp_path / "compression-gamma-set-smoke/results/trials.parquet")
+    assert len(trials) == 1 and trials.status.iloc[0] == "completed" and trials.num_workers.iloc[0] == 2
+    assert trials.psnr.notna().all()
