@@ -63,6 +63,9 @@ class LocalContext:
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        return [obj]
+
     def log(self, message: str) -> None:
         if self._verbose:
             print(f"[{self.trial_id}] {message}", file=sys.stderr, flush=True)

@@ -58,6 +58,14 @@ class RayTrainContext:
         import ray.train.torch
         return ray.train.torch.prepare_model(model)
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)  # Ray Train set up the process group (gloo on CPU, NCCL on GPU)
+        return out
+
     def log(self, message: str) -> None:
         if self.rank == 0:
             print(f"[{self.trial_id}] {message}", flush=True)

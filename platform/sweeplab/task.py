@@ -50,6 +50,10 @@ class TrialContext(Protocol):
     def log(self, message: str) -> None:
         """A progress line the user sees (prefixed with the trial id)."""
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` with one rank. Lets a task
+        spread independent work (e.g. images) over a trial's workers and collect the results for rank 0."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:

@@ -1,0 +1,30 @@
+"""Task `segmentation`: Kanezaki, "Unsupervised image segmentation by backpropagation", ICASSP 2018.
+
+The method (``model.py``, ``method.py``), the baselines of Section 3 (``baselines.py``), the evaluation of
+Section 3 (``metrics.py``), BSDS500 and the embedded texture mosaics (``data.py``), Figures 3 and 4 (``plot.py``);
+how images are spread over a trial's workers in ``train.py``; configuration in ``config.py``.
+"""
+from sweeplab.task import Task, register_task
+
+from . import data, train
+from .config import SegmentationConfig
+from .model import build_model
+
+
+def plot(trials, evaluations, out_path) -> None:
+    """Figures 3 and 4 (``plot.py``), imported on use: matplotlib is slow to import."""
+    from .plot import plot_segmentation
+    plot_segmentation(trials, evaluations, out_path)
+
+
+TASK = register_task(Task(
+    name="segmentation",
+    config=SegmentationConfig,
+    build_model=build_model,  # None for the baselines
+    input_shape=lambda cfg: (1, 3, 321, 481),  # one BSDS500 image
+    load_data=data.load_data,
+    train=train.train,
+    evaluate=train.evaluate,
+    plot=plot,
+    summary=("f_measure", "ap50", "ap70"),
+))

@@ -1,0 +1,47 @@
+"""Configuration of the `segmentation` task (Kanezaki, "Unsupervised image segmentation by backpropagation",
+ICASSP 2018).
+
+Paper symbols: ``M`` convolutional components with ``p`` filters each, a 1x1 classifier to ``q`` responses, ``T``
+iterations per image, ``K`` superpixels (Section 2, Algorithm 1; Section 3: T = 500, p = q = 100, M = 1..5).
+Baselines of Section 3: k-means on the RGB values of an ``alpha`` x ``alpha`` window with ``k`` clusters, and
+Felzenszwalb's graph-based segmentation (GS) with similarity ``threshold`` (the paper's beta).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeplab.config import param
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    method: str = param("cnn", "cnn: the paper's method; kmeans or felzenszwalb: the baselines of Section 3",
+                        choices=("cnn", "kmeans", "felzenszwalb"))
+    M: int = param(3, "number of convolutional components (conv 3x3, ReLU, batch norm)", low=1)
+    p: int = param(100, "filters of each convolutional component", low=1)
+    q: int = param(100, "responses of the 1x1 classifier (maximum number of labels)", low=2)
+    T: int = param(500, "iterations per image", low=1)
+    lr: float = param(0.1, "SGD learning rate", low=0.0)
+    momentum: float = param(0.9, "SGD momentum", low=0.0, high=1.0)
+    K: int = param(10000, "number of SLIC superpixels", low=1)
+    compactness: float = param(100.0, "SLIC compactness (authors' code: 100)", low=0.0)
+    min_labels: int = param(0, "stop early when the image has at most this many labels (authors' code: 3; "
+                            "the paper runs all T iterations: 0)", low=0)
+    alpha: int = param(1, "k-means: side of the RGB window of each pixel (Section 3: 1, 3, 5, 7)", low=1)
+    k: int = param(10, "k-means: number of clusters (Section 3: 2..20, the best reported)", low=2)
+    threshold: float = param(500.0, "Felzenszwalb: similarity threshold, the paper's beta (100..2000)", low=0.0)
+    data_dir: str = param("", "BSDS500 root (images/{split}/*.jpg, groundTruth/{split}/*.mat); "
+                          "empty: the embedded texture mosaics")
+    split: str = param("test", "BSDS500 split", choices=("train", "val", "test"))
+    n_images: int = param(0, "use only the first N images (0: all)", low=0)
+    mosaic_size: int = param(160, "side of the embedded texture mosaics", low=32)
+    n_mosaics: int = param(12, "number of embedded texture mosaics", low=1)
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.alpha % 2 == 0:
+            problems.append(f"alpha: {self.alpha} must be odd (a window centred on its pixel)")
+        if self.data_dir and not Path(self.data_dir).expanduser().is_dir():
+            problems.append(f"data_dir: folder not found: {self.data_dir}")
+        return problems

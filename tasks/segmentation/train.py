@@ -1,0 +1,66 @@
+"""Per-image segmentation spread over a trial's workers, and its evaluation (Kanezaki 2018, Section 3).
+
+The method optimises one network per image, and the baselines need no training, so the task's "training" is the
+segmentation of every image. Images are independent: rank r of a trial with W workers segments images r, r + W,
+r + 2W, ... and after each round of W images the rows are gathered on every rank (``ctx.all_gather``), reported
+(images done, running mean F-measure) and checkpointed, so a retried or resumed trial skips the images it already
+did. We spread a trial's images over its workers rather than making one trial per image so that one trial stays
+one configuration (one row in ``trials``, its AP pooled over all its images as in the paper) while
+``resources.workers`` still scales it out; Tune runs the configurations side by side.
+
+Each image's prediction is turned into segments = connected components of its clusters (Section 3) and scored
+against every annotation (:func:`.metrics.image_metrics`); ``evaluations`` gets one row per (trial, image).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .baselines import connected_segments, felzenszwalb_segment, kmeans_segment
+from .metrics import ap, image_metrics
+
+
+def _predict(cfg, image: np.ndarray, ctx, seed: int) -> np.ndarray:
+    if cfg.method == "cnn":
+        from .method import segment
+        return connected_segments(segment(image, cfg, ctx.device, seed))
+    if cfg.method == "kmeans":
+        return kmeans_segment(image, cfg.alpha, cfg.k, seed)
+    return felzenszwalb_segment(image, cfg.threshold)
+
+
+def train(cfg, data, ctx) -> list[dict]:
+    """Segment and score every image (see the module docstring); returns all rows, on every rank."""
+    samples = data.images
+    n, world = len(samples), ctx.world_size
+    rows: list[dict] = []
+    start = 0
+    if (ckpt := ctx.load_checkpoint()) is not None:
+        rows, start = list(ckpt["rows"]), int(ckpt["round"])
+    for rnd in range(start, math.ceil(n / world)):
+        i = rnd * world + ctx.rank
+        mine = []
+        if i < n:
+            sample = samples[i]
+            t0 = time.perf_counter()
+            pred = _predict(cfg, sample.image, ctx, ctx.seed + i)
+            mine.append({"image": sample.name, "method": cfg.method, "height": pred.shape[0],
+                         "width": pred.shape[1], "seconds": time.perf_counter() - t0,
+                         **image_metrics(pred, sample.gts)})
+        rows += [row for part in ctx.all_gather(mine) for row in part]
+        done = min(n, (rnd + 1) * world)
+        ctx.report({"images_done": done, "mean_f_measure": float(np.mean([r["f_measure"] for r in rows]))},
+                   checkpoint={"rows": rows, "round": rnd + 1})
+        ctx.log(f"{done}/{n} images, mean F-measure {np.mean([r['f_measure'] for r in rows]):.4f}")
+    return sorted(rows, key=lambda r: r["image"])
+
+
+def evaluate(cfg, rows, data, ctx):
+    """Trial metrics: mean F-measure, precision and recall per image; AP at IoU 0.5 and 0.7 pooled over images."""
+    from sweeplab.task import Evaluation
+    metrics = {key: float(np.mean([r[key] for r in rows])) for key in ("f_measure", "precision", "recall")}
+    metrics.update(ap50=float(ap(rows, 0.5)), ap70=float(ap(rows, 0.7)),
+                   segments_per_image=float(np.mean([r["n_segments"] for r in rows])))
+    return Evaluation(metrics, rows)

@@ -1,0 +1,90 @@
+"""The segmentation task through the platform: describe, the per-image loop, sweeps in-process and on Ray."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweeplab import cli
+from sweeplab.config import build
+from sweeplab.context import LocalContext
+from sweeplab.spec import load
+from sweeplab.tasks.segmentation import train as seg_train
+from sweeplab.tasks.segmentation.config import SegmentationConfig
+from sweeplab.tasks.segmentation.data import load_data
+
+SWEEPS = Path(__file__).parents[2] / "sweeps"
+
+
+def test_describe_counts_the_architecture(capsys):
+    assert cli.main(["describe", "segmentation", "--set", "M=3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # conv 3->100, 2 x conv 100->100 (3x3, bias) + 3 BN; 1x1 classifier 100->100 + BN
+    assert out["params"] == (3 * 100 * 9 + 100) + 2 * (100 * 100 * 9 + 100) + (100 * 100 + 100) + 4 * 200
+    assert out["gmacs"] == pytest.approx(321 * 481 * (3 * 100 * 9 + 2 * 100 * 100 * 9 + 100 * 100) / 1e9)
+    assert out["input_shape"] == [1, 3, 321, 481]
+    assert cli.main(["describe", "segmentation", "--set", "M=5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gmacs"] > out["gmacs"]
+
+
+def test_paper_settings_in_full_specs():
+    mlr = load(SWEEPS / "segmentation-m-lr.yaml")
+    assert mlr.space["M"] == [1, 2, 3, 4, 5] and 0.1 in mlr.space["lr"]
+    assert (mlr.config["T"], mlr.config["p"], mlr.config["q"], mlr.config["K"]) == (500, 100, 100, 10000)
+    base = load(SWEEPS / "segmentation-baselines.yaml")
+    assert base.space["alpha"] == [1, 3, 5, 7] and base.space["k"] == list(range(2, 21))
+    assert sorted(p["threshold"] for p in base.include) == [100.0, 500.0, 1000.0, 1500.0, 2000.0]
+
+
+def test_train_checkpoints_per_round_and_resumes(tmp_path, monkeypatch):
+    cfg = build(SegmentationConfig, {"method": "felzenszwalb", "n_mosaics": 3, "mosaic_size": 64})
+    data = load_data(cfg)
+    ctx = LocalContext(trial_dir=tmp_path, verbose=False)
+    rows = seg_train.train(cfg, data, ctx)
+    assert [r["image"] for r in rows] == sorted(s.name for s in data.images)
+    assert [r["images_done"] for r in ctx.reports] == [1, 2, 3]
+
+    def boom(*args):
+        raise AssertionError("a resumed trial must not segment finished images again")
+    monkeypatch.setattr(seg_train, "_predict", boom)
+    again = seg_train.train(cfg, data, LocalContext(trial_dir=tmp_path, verbose=False))
+    assert [r["f_measure"] for r in again] == [r["f_measure"] for r in rows]
+    ev = seg_train.evaluate(cfg, rows, data, ctx)
+    assert 0 <= ev.metrics["ap50"] <= 1 and ev.metrics["ap70"] <= ev.metrics["ap50"] + 1e-12
+    assert len(ev.rows) == 3
+
+
+def _run(args, cwd):
+    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def test_local_smoke_sweeps_and_plot(tmp_path):
+    _run(["run", str(SWEEPS / "segmentation-m-lr-smoke.yaml"), "--local", "--set", f"storage={tmp_path}",
+          "T=5", "n_mosaics=2"], tmp_path)
+    _run(["run", str(SWEEPS / "segmentation-baselines-smoke.yaml"), "--local", "--set", f"storage={tmp_path}",
+          "n_mosaics=2"], tmp_path)
+    cnn = pd.read_parquet(tmp_path / "segmentation-m-lr-smoke/results/trials.parquet")
+    assert list(cnn.M) == [1, 2] and set(cnn.status) == {"completed"} and (cnn.params > 0).all()
+    base = pd.read_parquet(tmp_path / "segmentation-baselines-smoke/results/trials.parquet")
+    evals = pd.read_parquet(tmp_path / "segmentation-baselines-smoke/results/evaluations.parquet")
+    assert len(base) == 6 and len(evals) == 6 * 2  # one row per (trial, image)
+    assert evals.f_measure.between(0, 1).all()
+    gs = base[base.method == "felzenszwalb"].set_index("threshold").segments_per_image
+    assert gs.loc[100.0] >= gs.loc[1000.0]  # a lower merging threshold leaves more segments
+    _run(["plot", str(tmp_path / "segmentation-baselines-smoke"), "--out", str(tmp_path / "fig.png")], tmp_path)
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
+
+
+@pytest.mark.ray
+def test_ray_images_spread_over_two_workers(tmp_path):
+    """resources.workers = 2: the trial's images are split over two Ray Train workers and gathered."""
+    _run(["run", str(SWEEPS / "segmentation-m-lr-smoke.yaml"), "--set", f"storage={tmp_path}",
+          "resources.workers=2", "search.space.M=[2]", "T=4", "n_mosaics=3"], tmp_path)
+    trials = pd.read_parquet(tmp_path / "segmentation-m-lr-smoke/results/trials.parquet")
+    evals = pd.read_parquet(tmp_path / "segmentation-m-lr-smoke/results/evaluations.parquet")
+    assert len(trials) == 1 and trials.status.iloc[0] == "completed" and trials.num_workers.iloc[0] == 2
+    assert sorted(evals.image) == ["mosaic_00", "mosaic_01", "mosaic_02"]
