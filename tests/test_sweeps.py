@@ -115,3 +115,10 @@ def test_ray_data_parallel_trial(tmp_path):
     trials = pd.read_parquet(tmp_path / "compression-gamma-set-smoke/results/trials.parquet")
     assert len(trials) == 1 and trials.status.iloc[0] == "completed" and trials.num_workers.iloc[0] == 2
     assert trials.psnr.notna().all()
+
+
+def test_tasks_lists_the_papers(capsys):
+    assert cli.main(["tasks"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert {"compression", "segmentation"} <= set(lines)  # (and the tests' toy task)
+    assert "Dumas" in lines["compression"] and "Kanezaki" in lines["segmentation"]

@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finish the sweep with `sweeplab resume SPEC`", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,8 +238,9 @@ def _print_fields(task, cfg) -> None:
 def _cmd_tasks(args) -> int:
     from .task import list_tasks
     for name, task in list_tasks().items():
-        doc = (sys.modules[task.config.__module__].__doc__ or "").strip().splitlines()
-        print(f"{name:14s} {doc[0] if doc else ''}")
+        package = sys.modules[task.config.__module__.rpartition(".")[0]]
+        summary = " ".join((package.__doc__ or "").strip().split("\n\n")[0].split()).split(". ")[0]
+        print(f"{name:14s} {summary}")
     return 0
 
 
