@@ -145,7 +145,8 @@ def _print_table(sweep_dir: Path, task) -> None:
     if trials.empty:
         return
     cfg_cols = [c for c in C.fields(task.config) if c in trials.columns and trials[c].nunique(dropna=False) > 1]
-    metric_cols = [c for c in (*task.summary, "params", "gmacs", "train_seconds") if c in trials.columns]
+    metric_cols = [c for c in dict.fromkeys((*task.summary, "params", "gmacs", "train_seconds"))
+                   if c in trials.columns]
     import pandas as pd
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
         print(trials[["trial_id", "status", *cfg_cols, *metric_cols]].to_string(index=False))

@@ -1,0 +1,86 @@
+"""Time to build the features of the whole Table II grid (Ferraro et al. 2020, Section V): 88 configurations.
+
+Both sides start from the same N clips at 44.1 kHz (default: 20 synthetic 30 s clips of a noisy chord; MTAT
+segments are ~30 s) and produce every configuration of Table II (12 and 16 kHz; 128/96/48 mel bands at hops
+x1, 2, 3, 4, 5, 10; 32/24/16/8 bands at x1; log and dB), in one run, on the CPU:
+
+* ours: ``tasks/tagging/features.py:FeatureStore`` (one resample and one STFT per clip and sample rate, all seven
+  mel counts stored, every hop and log derived), in a temporary folder;
+* independent: each configuration on its own, the way a script per configuration computes it: resample from
+  44.1 kHz (``librosa.resample``, soxr_hq as ``librosa.load``), 29.1 s centre cut,
+  ``librosa.feature.melspectrogram`` with hop k x 256, then the log.
+
+Prints both times, their ratio and the largest difference between the two sides' features. Usage:
+    .venv/bin/python bench/features.py [--clips 20]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import librosa
+import numpy as np
+
+from sweeplab.tasks.tagging.features import FeatureStore, centre_cut, derive, table_ii
+
+SOURCE_RATE = 44100
+
+
+class SynthClip:
+    """A 30 s noisy chord at 44.1 kHz; ``load`` resamples it as ``librosa.load(path, sr=...)`` would."""
+
+    def __init__(self, index: int, seconds: float = 30.0):
+        rng = np.random.default_rng(index)
+        t = np.arange(round(seconds * SOURCE_RATE)) / SOURCE_RATE
+        root = 110.0 * 2 ** (index % 12 / 12)
+        y = sum(np.sin(2 * np.pi * root * r * t) for r in (1, 1.26, 1.5, 2, 3))
+        y = y * (1 + 0.5 * np.sin(2 * np.pi * 0.5 * t)) + 0.5 * rng.standard_normal(len(t))
+        self.clip_id, self.audio = f"synth{index}", (0.05 * y).astype(np.float32)
+
+    def load(self, sample_rate: int) -> np.ndarray:
+        return librosa.resample(self.audio, orig_sr=SOURCE_RATE, target_sr=sample_rate, res_type="soxr_hq")
+
+
+def independent(clips, sample_rate: int, n_mels: int, hop_factor: int, log: str) -> np.ndarray:
+    out = []
+    for clip in clips:
+        y = centre_cut(clip.load(sample_rate), sample_rate)
+        s = librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=512, hop_length=256 * hop_factor,
+                                           window="hann", n_mels=n_mels, power=2.0)
+        out.append(np.log10(1 + 10000 * s) if log == "log" else 10 * np.log10(np.maximum(s, 1e-10)))
+    return np.stack(out).astype(np.float32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=20, help="number of synthetic 30 s clips")
+    args = parser.parse_args()
+    clips = [SynthClip(i) for i in range(args.clips)]
+    grid = table_ii()
+    independent(clips[:1], 12000, 8, 1, "dB")  # warm up librosa (numba, soxr) outside both timings
+    derive(np.ones((1, 2)), 1, "dB")
+
+    with tempfile.TemporaryDirectory() as root:
+        start = time.perf_counter()
+        store = FeatureStore(root)
+        ours = {cfg: store.get("bench", clips, *cfg) for cfg in grid}
+        t_ours = time.perf_counter() - start
+        stored = sum(r["bytes"] for r in store.sizes("bench") if r["log"] == "power")
+
+    start = time.perf_counter()
+    diff = 0.0
+    for cfg in grid:
+        ref = independent(clips, *cfg)
+        assert ref.shape == ours[cfg].shape, (cfg, ref.shape, ours[cfg].shape)
+        diff = max(diff, float(np.abs(ref - ours[cfg]).max()))
+    t_ind = time.perf_counter() - start
+
+    print(f"Table II grid: {len(grid)} configurations x {len(clips)} clips of 30 s at {SOURCE_RATE} Hz")
+    print(f"FeatureStore (one STFT per clip and sample rate): {t_ours:8.2f} s  ({stored / 2**20:.1f} MiB stored)")
+    print(f"independent librosa per configuration:            {t_ind:8.2f} s")
+    print(f"speed-up: {t_ind / t_ours:.1f}x   largest |difference| of the features: {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()

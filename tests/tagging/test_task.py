@@ -1,0 +1,94 @@
+"""The tagging task through the platform: describe, the Table II specs, smoke sweeps in-process."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from sweeplab import cli
+from sweeplab.search import grid_points
+from sweeplab.spec import load
+
+SWEEPS = Path(__file__).parents[2] / "sweeps"
+
+
+def _describe(capsys, *sets):
+    assert cli.main(["describe", "tagging", "--set", *sets, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_describe_gmacs_follow_the_input(capsys):
+    base = _describe(capsys, "model=vgg", "n_mels=48")
+    assert base["input_shape"] == [1, 1, 48, 1366] and base["params"] > 0
+    fewer_mels = _describe(capsys, "model=vgg", "n_mels=24")
+    longer_hop = _describe(capsys, "model=vgg", "n_mels=48", "hop_factor=2")
+    faster_rate = _describe(capsys, "model=vgg", "n_mels=48", "sample_rate=16000")
+    assert fewer_mels["gmacs"] < base["gmacs"] and longer_hop["gmacs"] < base["gmacs"] < faster_rate["gmacs"]
+    assert longer_hop["input_shape"] == [1, 1, 48, 683] and faster_rate["input_shape"] == [1, 1, 48, 1820]
+    assert fewer_mels["params"] == base["params"]  # the same layers, smaller maps
+    musicnn = _describe(capsys, "model=musicnn", "n_mels=96", "sample_rate=16000")
+    assert musicnn["input_shape"] == [1, 1, 96, 187]  # one 3 s patch
+
+
+def test_table_ii_grid_and_table_iv():
+    grid = load(SWEEPS / "tagging-mel-grid.yaml")
+    points = grid_points(grid)
+    configs = {(p["sample_rate"], p["n_mels"], p["hop_factor"], p["log"]) for p in points}
+    assert len(configs) == 88 and len(points) == 88 * 3  # Table II, three repetitions (Figure 1)
+    assert {c[1] for c in configs if c[2] > 1} == {128, 96, 48}
+    musicnn = load(SWEEPS / "tagging-musicnn.yaml")
+    assert len(grid_points(musicnn)) == 6 * 3 and musicnn.config["log"] == "dB"
+    pareto = load(SWEEPS / "tagging-pareto.yaml")
+    assert pareto.metrics == ["roc_auc", "gmacs"] and pareto.modes == ["max", "min"]
+
+
+def _run(args, cwd):
+    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def test_local_smoke_sweeps_share_features_and_plot(tmp_path):
+    store = tmp_path / "features"
+    common = [f"storage={tmp_path}", f"feature_dir={store}", "n_clips=40", "epochs=1"]
+    _run(["run", str(SWEEPS / "tagging-mel-grid-smoke.yaml"), "--local", "--set", *common], tmp_path)
+    _run(["run", str(SWEEPS / "tagging-musicnn-smoke.yaml"), "--local", "--set", *common], tmp_path)
+    vgg = pd.read_parquet(tmp_path / "tagging-mel-grid-smoke/results/trials.parquet")
+    evals = pd.read_parquet(tmp_path / "tagging-mel-grid-smoke/results/evaluations.parquet")
+    assert len(vgg) == 3 and set(vgg.status) == {"completed"}
+    assert vgg.roc_auc.between(0, 1).all() and (vgg.gmacs > 0).all()
+    assert vgg.set_index("hop_factor").gmacs.loc[10] < vgg[vgg.n_mels == 48].set_index("hop_factor").gmacs.loc[5]
+    assert set(evals.columns) >= {"trial_id", "tag", "roc_auc", "pr_auc", "n_positive"}
+    assert len(evals) == 3 * evals.tag.nunique()  # one row per trial x tag
+    musicnn = pd.read_parquet(tmp_path / "tagging-musicnn-smoke/results/trials.parquet")
+    assert musicnn.model.tolist() == ["musicnn"] and musicnn.status.tolist() == ["completed"]
+    # one power-mel base per (sample rate, mel count), shared by both sweeps whatever the hop and log
+    assert len(list(store.rglob("*.npy"))) > 0
+    _run(["plot", str(tmp_path / "tagging-mel-grid-smoke"), "--out", str(tmp_path / "fig1.png")], tmp_path)
+    assert (tmp_path / "fig1.png").stat().st_size > 10_000
+
+
+def test_mtat_layout_sweep_with_real_mp3s(tmp_path):
+    """A sweep on a MagnaTagATune-layout folder (real mp3s, tab-separated csv, folders 0..f); an empty mp3, as
+    the real archive has, is left out with a warning."""
+    from sweeplab.tasks.tagging.data import FixtureClip, synth_dataset, write_mtat_fixture
+    synth = synth_dataset(30)
+    folders = {"train": "0123456789ab", "valid": "c", "test": "def"}
+    clips = []
+    for split, members in synth.splits.items():
+        for i, clip in enumerate(members):
+            tags = [t for t, y in zip(synth.tags, clip.labels) if y]
+            clips.append(FixtureClip(f"{folders[split][i % len(folders[split])]}/clip-{clip.clip_id}.mp3",
+                                     clip.load(16000), 16000, tags))
+    root = write_mtat_fixture(tmp_path / "mtat", clips, tags=synth.tags)
+    (root / clips[0].mp3_path).write_bytes(b"")  # an empty file, like the few in the real archive
+    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", "run", str(SWEEPS / "tagging-mel-grid-smoke.yaml"),
+                           "--local", "--set", f"storage={tmp_path}", f"feature_dir={tmp_path / 'features'}",
+                           f"data_dir={root}", "epochs=1", "search.include=[]", "search.space.hop_factor=[10]"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 empty mp3 file(s) left out" in proc.stderr
+    trials = pd.read_parquet(tmp_path / "tagging-mel-grid-smoke/results/trials.parquet")
+    assert trials.status.tolist() == ["completed"] and 0 <= trials.roc_auc.iloc[0] <= 1
+    assert (tmp_path / "features").is_dir() and any(p.name.startswith("mtat-") for p in (tmp_path / "features").iterdir())
