@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny in-process task for testing the core without any paper's model."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -64,3 +66,15 @@ def toy_spec(tmp_path):
     """A raw toy spec dict writing under tmp_path."""
     return {"name": "toy-sweep", "task": "toy", "search": {"algorithm": "grid", "space": {"lr": [0.01, 0.05]}},
             "metric": "loss", "mode": "min", "storage": str(tmp_path / "results")}
+
+
+@pytest.fixture
+def sweeplab_cli():
+    """Runs the ``sweeplab`` command in a subprocess, as a user would, asserts it exits 0 and returns the
+    completed process (``stdout``/``stderr`` as text)."""
+    def run(args, cwd):
+        proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        return proc
+    return run

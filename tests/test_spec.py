@@ -101,3 +101,9 @@ def test_unreachable_cluster_fails_fast(toy_spec, tmp_path, capsys):
     assert cli.main(["run", str(path), "--address", f"127.0.0.1:{port}"]) == 1
     assert f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in capsys.readouterr().err
     assert not (tmp_path / "results" / "toy-sweep" / "results").exists()
+
+
+def test_non_finite_numbers_are_named_as_such(toy_spec):
+    toy_spec["resources"] = {"cpus": float("inf")}
+    with pytest.raises(SpecError, match=r"resources.cpus: expected a finite number, got inf"):
+        parse(toy_spec)

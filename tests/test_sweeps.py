@@ -1,6 +1,5 @@
 """Every spec in sweeps/ validates; the compression smoke sweeps run end to end, in-process and on a real Ray."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from sweeplab import cli
 from sweeplab.spec import load
 
 SWEEPS = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
-SWEEPLAB = [sys.executable, "-m", "sweeplab.cli"]
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
@@ -30,15 +28,9 @@ def test_paper_settings_in_full_specs():
     assert {p["codec"] for p in single.include} == {"jpeg", "jpeg2000"}
 
 
-def _run(args, cwd):
-    proc = subprocess.run([*SWEEPLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
-
-
-def test_local_smoke_sweep(tmp_path):
+def test_local_smoke_sweep(tmp_path, sweeplab_cli):
     spec = SWEEPS[0].parent / "compression-single-gamma-smoke.yaml"
-    _run(["run", str(spec), "--local", "--set", f"storage={tmp_path}", "iterations=4", "n_train_crops=8",
+    sweeplab_cli(["run", str(spec), "--local", "--set", f"storage={tmp_path}", "iterations=4", "n_train_crops=8",
           "betas=[1.0, 4.0]", "search.space.quantization=[learned-step]", "n_test_images=1"], tmp_path)
     trials = pd.read_parquet(tmp_path / "compression-single-gamma-smoke/results/trials.parquet")
     evals = pd.read_parquet(tmp_path / "compression-single-gamma-smoke/results/evaluations.parquet")
@@ -50,15 +42,16 @@ def test_local_smoke_sweep(tmp_path):
     assert (ae_rows.sort_values("beta").bpp.diff().dropna() <= 0).all()  # coarser steps never cost more bits
     jpeg = evals[evals.method == "jpeg"]
     assert len(jpeg) == 7 and jpeg.bpp.is_monotonic_increasing
-    _run(["plot", str(tmp_path / "compression-single-gamma-smoke"), "--out", str(tmp_path / "rd.png")], tmp_path)
+    sweep = tmp_path / "compression-single-gamma-smoke"
+    sweeplab_cli(["plot", sweep, "--out", tmp_path / "rd.png"], tmp_path)
     assert (tmp_path / "rd.png").stat().st_size > 10_000
 
 
 @pytest.mark.ray
-def test_ray_smoke_sweep_two_trials(tmp_path):
+def test_ray_smoke_sweep_two_trials(tmp_path, sweeplab_cli):
     """Two trials of the gamma-set smoke spec on a real embedded Ray (Tune + Train V2); tables read back."""
     spec = SWEEPS[0].parent / "compression-gamma-set-smoke.yaml"
-    proc = _run(["run", str(spec), "--set", f"storage={tmp_path}", "search.include=[]", "iterations=6",
+    proc = sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "search.include=[]", "iterations=6",
                  "n_train_crops=8"], tmp_path)
     sweep = tmp_path / "compression-gamma-set-smoke"
     trials = pd.read_parquet(sweep / "results/trials.parquet")
@@ -68,7 +61,7 @@ def test_ray_smoke_sweep_two_trials(tmp_path):
     assert (trials.num_workers == 1).all() and trials.psnr.notna().all() and "tables:" in proc.stdout
     # the Train runs checkpointed under the sweep, named after their Tune trials
     assert sorted(p.name for p in (sweep / "train").iterdir()) == sorted(trials.trial_id)
-    out = _run(["results", str(sweep), "--csv", "--sql", "SELECT count(*) AS n FROM evaluations"], tmp_path)
+    out = sweeplab_cli(["results", str(sweep), "--csv", "--sql", "SELECT count(*) AS n FROM evaluations"], tmp_path)
     assert out.stdout.split() == ["n", "4"]
 
 
@@ -86,10 +79,10 @@ def test_describe_json(capsys):
 
 
 @pytest.mark.ray
-def test_ray_multi_objective_optuna(tmp_path):
+def test_ray_multi_objective_optuna(tmp_path, sweeplab_cli):
     """Multi-objective Optuna (PSNR vs GMACs) through Tune on a real Ray: trials differ in m, GMACs follow m."""
     spec = SWEEPS[0].parent / "compression-pareto-smoke.yaml"
-    _run(["run", str(spec), "--set", f"storage={tmp_path}", "search.num_samples=2", "iterations=2",
+    sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "search.num_samples=2", "iterations=2",
           "n_train_crops=8", "n_test_images=1", "search.space.m=[16, 32]"], tmp_path)
     trials = pd.read_parquet(tmp_path / "compression-pareto-smoke/results/trials.parquet")
     assert len(trials) == 2 and set(trials.status) == {"completed"}
@@ -107,10 +100,10 @@ def test_missing_data_folder_is_a_spec_error(tmp_path, capsys):
 
 
 @pytest.mark.ray
-def test_ray_data_parallel_trial(tmp_path):
+def test_ray_data_parallel_trial(tmp_path, sweeplab_cli):
     """resources.workers = 2: one trial trained data-parallel by two Ray Train workers (DDP over gloo)."""
     spec = SWEEPS[0].parent / "compression-gamma-set-smoke.yaml"
-    _run(["run", str(spec), "--set", f"storage={tmp_path}", "resources.workers=2", "search.include=[]",
+    sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "resources.workers=2", "search.include=[]",
           "search.space.gamma=[10000]", "iterations=4", "n_train_crops=8", "n_test_images=1"], tmp_path)
     trials = pd.read_parquet(tmp_path / "compression-gamma-set-smoke/results/trials.parquet")
     assert len(trials) == 1 and trials.status.iloc[0] == "completed" and trials.num_workers.iloc[0] == 2

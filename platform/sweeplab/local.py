@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from . import results
 from .context import LocalContext
-from .search import grid_points, optuna_sampler
+from .search import grid_points, optuna_sampler, optuna_space
 from .spec import Spec
 from .trial import SEED_KEY, run_trial, split_params
 
@@ -26,7 +26,7 @@ def _trials(spec: Spec) -> Iterator[tuple[str, dict[str, Any], Any]]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna_sampler(spec),
                                 directions=["maximize" if m == "max" else "minimize" for m in spec.modes])
-    dists = {k: d.to_optuna() for k, d in spec.space.items()}
+    dists = optuna_space(spec)
     for i in range(spec.num_samples):
         trial = study.ask(dists)
 

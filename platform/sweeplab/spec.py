@@ -225,10 +225,14 @@ def _as_list(value: Any) -> list:
 
 
 def _number(value, name, kind, low, problems):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+    not_int = kind is int and isinstance(value, (int, float)) and not float(value).is_integer()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not_int:
         problems.append(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
         return low
-    if value < low or (isinstance(value, float) and not math.isfinite(value)):
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{name}: expected a finite number, got {value!r}")
+        return low
+    if value < low:
         problems.append(f"{name}: {value!r} is below the minimum {low}")
         return low
     return kind(value)

@@ -50,10 +50,9 @@ def train(cfg, data, ctx) -> list[dict]:
                          "width": pred.shape[1], "seconds": time.perf_counter() - t0,
                          **image_metrics(pred, sample.gts)})
         rows += [row for part in ctx.all_gather(mine) for row in part]
-        done = min(n, (rnd + 1) * world)
-        ctx.report({"images_done": done, "mean_f_measure": float(np.mean([r["f_measure"] for r in rows]))},
-                   checkpoint={"rows": rows, "round": rnd + 1})
-        ctx.log(f"{done}/{n} images, mean F-measure {np.mean([r['f_measure'] for r in rows]):.4f}")
+        done, mean_f = min(n, (rnd + 1) * world), float(np.mean([r["f_measure"] for r in rows]))
+        ctx.report({"images_done": done, "mean_f_measure": mean_f}, checkpoint={"rows": rows, "round": rnd + 1})
+        ctx.log(f"{done}/{n} images, mean F-measure {mean_f:.4f}")
     return sorted(rows, key=lambda r: r["image"])
 
 

@@ -14,17 +14,19 @@ from sweeplab.config import param
 
 MEL_BANDS = (128, 96, 48, 32, 24, 16, 8)  # Table II
 HOP_FACTORS = (1, 2, 3, 4, 5, 10)  # Table II
+SAMPLE_RATES = (12000, 16000)  # Table II
+LOG_TYPES = ("log", "dB")  # Section V
 
 
 @dataclass(frozen=True)
 class TaggingConfig:
     model: str = param("vgg", "vgg: VGG-CNN (Table I/III); musicnn: MUSICNN (Section VI-B)",
                        choices=("vgg", "musicnn"))
-    sample_rate: int = param(12000, "sample rate in Hz (Table II)", choices=(12000, 16000))
+    sample_rate: int = param(12000, "sample rate in Hz (Table II)", choices=SAMPLE_RATES)
     n_mels: int = param(96, "Slaney mel bands (Table II)", choices=MEL_BANDS)
     hop_factor: int = param(1, "hop size as a multiple of 256 samples (Table II)", choices=HOP_FACTORS)
     log: str = param("dB", "log compression: log = log10(1 + 10000 x), dB = 10 log10(x) (Section V)",
-                     choices=("log", "dB"))
+                     choices=LOG_TYPES)
     epochs: int = param(100, "maximum training epochs", low=1)
     patience: int = param(10, "stop when the validation ROC-AUC has not improved for this many epochs (0: never)",
                           low=0)

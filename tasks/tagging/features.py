@@ -37,13 +37,11 @@ import librosa
 import numpy as np
 import torch
 
-from .config import HOP_FACTORS, MEL_BANDS
+from .config import HOP_FACTORS, LOG_TYPES, MEL_BANDS, SAMPLE_RATES
 
 WINDOW = 512  # Hann window (= n_fft), Section V
 HOP = 256  # reference hop, Section V
 CLIP_SECONDS = 29.1  # centre cut, Section V
-SAMPLE_RATES = (12000, 16000)  # Table II
-LOG_TYPES = ("log", "dB")  # Section V
 FULL_TIME_MELS = (128, 96, 48)  # Table II: the mel counts evaluated at every hop factor; the others only at x1
 DB_FLOOR = 1e-10  # power floor of "dB" (Essentia lin2db / LibROSA amin)
 

@@ -1,6 +1,5 @@
 """The segmentation task through the platform: describe, the per-image loop, sweeps in-process and on Ray."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -56,16 +55,10 @@ def test_train_checkpoints_per_round_and_resumes(tmp_path, monkeypatch):
     assert len(ev.rows) == 3
 
 
-def _run(args, cwd):
-    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-
-
-def test_local_smoke_sweeps_and_plot(tmp_path):
-    _run(["run", str(SWEEPS / "segmentation-m-lr-smoke.yaml"), "--local", "--set", f"storage={tmp_path}",
+def test_local_smoke_sweeps_and_plot(tmp_path, sweeplab_cli):
+    sweeplab_cli(["run", str(SWEEPS / "segmentation-m-lr-smoke.yaml"), "--local", "--set", f"storage={tmp_path}",
           "T=5", "n_mosaics=2"], tmp_path)
-    _run(["run", str(SWEEPS / "segmentation-baselines-smoke.yaml"), "--local", "--set", f"storage={tmp_path}",
+    sweeplab_cli(["run", str(SWEEPS / "segmentation-baselines-smoke.yaml"), "--local", "--set", f"storage={tmp_path}",
           "n_mosaics=2"], tmp_path)
     cnn = pd.read_parquet(tmp_path / "segmentation-m-lr-smoke/results/trials.parquet")
     assert list(cnn.M) == [1, 2] and set(cnn.status) == {"completed"} and (cnn.params > 0).all()
@@ -75,14 +68,14 @@ def test_local_smoke_sweeps_and_plot(tmp_path):
     assert evals.f_measure.between(0, 1).all()
     gs = base[base.method == "felzenszwalb"].set_index("threshold").segments_per_image
     assert gs.loc[100.0] >= gs.loc[1000.0]  # a lower merging threshold leaves more segments
-    _run(["plot", str(tmp_path / "segmentation-baselines-smoke"), "--out", str(tmp_path / "fig.png")], tmp_path)
+    sweeplab_cli(["plot", str(tmp_path / "segmentation-baselines-smoke"), "--out", str(tmp_path / "fig.png")], tmp_path)
     assert (tmp_path / "fig.png").stat().st_size > 10_000
 
 
 @pytest.mark.ray
-def test_ray_images_spread_over_two_workers(tmp_path):
+def test_ray_images_spread_over_two_workers(tmp_path, sweeplab_cli):
     """resources.workers = 2: the trial's images are split over two Ray Train workers and gathered."""
-    _run(["run", str(SWEEPS / "segmentation-m-lr-smoke.yaml"), "--set", f"storage={tmp_path}",
+    sweeplab_cli(["run", str(SWEEPS / "segmentation-m-lr-smoke.yaml"), "--set", f"storage={tmp_path}",
           "resources.workers=2", "search.space.M=[2]", "T=4", "n_mosaics=3"], tmp_path)
     trials = pd.read_parquet(tmp_path / "segmentation-m-lr-smoke/results/trials.parquet")
     evals = pd.read_parquet(tmp_path / "segmentation-m-lr-smoke/results/evaluations.parquet")

@@ -1,7 +1,5 @@
 """The tagging task through the platform: describe, the Table II specs, smoke sweeps in-process."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -43,17 +41,11 @@ def test_table_ii_grid_and_table_iv():
     assert pareto.metrics == ["roc_auc", "gmacs"] and pareto.modes == ["max", "min"]
 
 
-def _run(args, cwd):
-    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-
-
-def test_local_smoke_sweeps_share_features_and_plot(tmp_path):
+def test_local_smoke_sweeps_share_features_and_plot(tmp_path, sweeplab_cli):
     store = tmp_path / "features"
     common = [f"storage={tmp_path}", f"feature_dir={store}", "n_clips=40", "epochs=1"]
-    _run(["run", str(SWEEPS / "tagging-mel-grid-smoke.yaml"), "--local", "--set", *common], tmp_path)
-    _run(["run", str(SWEEPS / "tagging-musicnn-smoke.yaml"), "--local", "--set", *common], tmp_path)
+    sweeplab_cli(["run", str(SWEEPS / "tagging-mel-grid-smoke.yaml"), "--local", "--set", *common], tmp_path)
+    sweeplab_cli(["run", str(SWEEPS / "tagging-musicnn-smoke.yaml"), "--local", "--set", *common], tmp_path)
     vgg = pd.read_parquet(tmp_path / "tagging-mel-grid-smoke/results/trials.parquet")
     evals = pd.read_parquet(tmp_path / "tagging-mel-grid-smoke/results/evaluations.parquet")
     assert len(vgg) == 3 and set(vgg.status) == {"completed"}
@@ -65,11 +57,11 @@ def test_local_smoke_sweeps_share_features_and_plot(tmp_path):
     assert musicnn.model.tolist() == ["musicnn"] and musicnn.status.tolist() == ["completed"]
     # one power-mel base per (sample rate, mel count), shared by both sweeps whatever the hop and log
     assert len(list(store.rglob("*.npy"))) > 0
-    _run(["plot", str(tmp_path / "tagging-mel-grid-smoke"), "--out", str(tmp_path / "fig1.png")], tmp_path)
+    sweeplab_cli(["plot", str(tmp_path / "tagging-mel-grid-smoke"), "--out", str(tmp_path / "fig1.png")], tmp_path)
     assert (tmp_path / "fig1.png").stat().st_size > 10_000
 
 
-def test_mtat_layout_sweep_with_real_mp3s(tmp_path):
+def test_mtat_layout_sweep_with_real_mp3s(tmp_path, sweeplab_cli):
     """A sweep on a MagnaTagATune-layout folder (real mp3s, tab-separated csv, folders 0..f); an empty mp3, as
     the real archive has, is left out with a warning."""
     from sweeplab.tasks.tagging.data import FixtureClip, synth_dataset, write_mtat_fixture
@@ -83,12 +75,11 @@ def test_mtat_layout_sweep_with_real_mp3s(tmp_path):
                                      clip.load(16000), 16000, tags))
     root = write_mtat_fixture(tmp_path / "mtat", clips, tags=synth.tags)
     (root / clips[0].mp3_path).write_bytes(b"")  # an empty file, like the few in the real archive
-    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", "run", str(SWEEPS / "tagging-mel-grid-smoke.yaml"),
-                           "--local", "--set", f"storage={tmp_path}", f"feature_dir={tmp_path / 'features'}",
-                           f"data_dir={root}", "epochs=1", "search.include=[]", "search.space.hop_factor=[10]"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = sweeplab_cli(["run", SWEEPS / "tagging-mel-grid-smoke.yaml", "--local", "--set", f"storage={tmp_path}",
+                         f"feature_dir={tmp_path / 'features'}", f"data_dir={root}", "epochs=1", "search.include=[]",
+                         "search.space.hop_factor=[10]"], tmp_path)
     assert "1 empty mp3 file(s) left out" in proc.stderr
     trials = pd.read_parquet(tmp_path / "tagging-mel-grid-smoke/results/trials.parquet")
     assert trials.status.tolist() == ["completed"] and 0 <= trials.roc_auc.iloc[0] <= 1
-    assert (tmp_path / "features").is_dir() and any(p.name.startswith("mtat-") for p in (tmp_path / "features").iterdir())
+    store = tmp_path / "features"
+    assert store.is_dir() and any(p.name.startswith("mtat-") for p in store.iterdir())
