@@ -1,4 +1,4 @@
-"""The ``sweeplab`` command: run, resume, results, plot, describe, tasks.
+"""The ``sweeplab`` command: run, resume, submit, status, results, plot, describe, tasks.
 
 Exit codes: 0 success; 1 a sweep ran but some trials failed, or a runtime problem (cluster unreachable, missing
 results); 2 invalid input (spec or ``--set`` values), reported before anything starts.
@@ -42,6 +42,24 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--local", action="store_true", help="run every trial in this process, without Ray")
         sp.add_argument("--address", help="Ray cluster to connect to (default: start an embedded local Ray)")
         sp.set_defaults(func=_cmd_run, resume=name == "resume")
+
+    sp = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a job (what `ray job submit` does)")
+    sp.add_argument("spec", help="sweep spec (YAML)")
+    sets(sp)
+    sp.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
+    sp.add_argument("--wait", action="store_true", help="follow the job's logs; exit non-zero if it fails")
+    sp.add_argument("--resume", action="store_true", help="submit `sweeplab resume` (an interrupted sweep)")
+    sp.add_argument("--py-module", action="append", default=[], metavar="DIR",
+                    help="a local package folder to ship with the job (e.g. a task kept outside this repo)")
+    sp.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="an environment variable for "
+                    "the job and its workers")
+    sp.set_defaults(func=_cmd_submit)
+
+    sp = sub.add_parser("status", help="trials running / completed / failed and the best so far, from storage")
+    sp.add_argument("target", help="sweep spec or sweep folder")
+    sets(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_cmd_status)
 
     sp = sub.add_parser("results", help="print a sweep's results table")
     sp.add_argument("target", help="sweep spec or sweep folder")
@@ -89,6 +107,13 @@ def _cmd_run(args) -> int:
               f" or choose another name (--set name=...) or storage", file=sys.stderr)
         return 1
     version = code_version()
+    from .results import write_sweep_info
+    if spec.algorithm == "grid":
+        from .search import grid_points
+        planned = len(grid_points(spec))
+    else:
+        planned = spec.num_samples
+    write_sweep_info(spec, planned)
     print(f"sweep {spec.name}: task {spec.task.name}, search {spec.algorithm}, results in {spec.sweep_dir}",
           flush=True)
     if args.local:
@@ -102,6 +127,55 @@ def _cmd_run(args) -> int:
     _print_table(spec.sweep_dir, spec.task)
     print(f"\ntables: {spec.sweep_dir / 'results'} ({counts.get('trials', '?')} trials)", flush=True)
     return 1 if counts.get("failed") else 0
+
+
+def _cmd_submit(args) -> int:
+    from .submit import submit
+    return submit(args.spec, _flat(args.overrides), args.address, wait=args.wait, resume=args.resume,
+                  py_modules=args.py_module, env=args.env)
+
+
+def _cmd_status(args) -> int:
+    from .results import sweep_status
+    target = Path(args.target)
+    if target.is_file() and target.suffix in (".yaml", ".yml"):
+        from .spec import SpecError, load
+        try:
+            target = load(target, _flat(args.overrides)).sweep_dir
+        except SpecError as exc:
+            print(f"error: invalid sweep spec {exc}", file=sys.stderr)
+            return 2
+    try:
+        st = sweep_status(target)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(st, default=str))
+        return 0
+    c = st["counts"]
+    print(f"sweep {st['name']} (task {st['task']}): {c['running']} running, {c['completed']} completed, "
+          f"{c['stopped']} stopped early, {c['failed']} failed, {c['pending']} not started "
+          f"({st['planned_trials']} planned)")
+    for metric, b in st["best"].items():
+        shown = ", ".join(f"{k}={v}" for k, v in b["config"].items())
+        print(f"best {metric} ({b['mode']}): {b['value']:.6g}  trial {b['trial_id']}" + (f"  ({shown})" if shown
+                                                                                       else ""))
+    if not st["best"]:
+        print("best: no completed trial yet")
+    rows = []
+    for t in st["trials"]:
+        m = t["metrics"]
+        progress = m.get("progress")
+        rows.append((t["trial_id"], t["status"], "" if progress is None else f"{100 * progress:.0f}%",
+                     *(f"{m[k]:.6g}" if isinstance(m.get(k), (int, float)) else "" for k in st["metrics"]),
+                     ", ".join(f"{k}={t['config'].get(k)}" for k in st["space"])))
+    if rows:
+        head = ("trial", "status", "progress", *st["metrics"], "config")
+        widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(len(head) - 1)]
+        for r in (head, *rows):
+            print("  ".join(str(r[i]).ljust(widths[i]) for i in range(len(widths))) + "  " + str(r[-1]))
+    return 0
 
 
 def _reachable(address: str, timeout: float = 5.0) -> str | None:
@@ -132,6 +206,12 @@ def _init_ray(address: str | None) -> bool:
             ray.init(include_dashboard=False, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         print(f"error: cannot connect to the Ray cluster at {address!r}: {exc}", file=sys.stderr)
+        return False
+    except Exception as exc:  # noqa: BLE001 - ray.exceptions.AuthenticationError: a missing or wrong token
+        if "Authentication" not in type(exc).__name__:
+            raise
+        from .submit import TOKEN_HELP
+        print(f"error: the Ray cluster at {address!r} refused the connection: {exc}\n{TOKEN_HELP}", file=sys.stderr)
         return False
     return True
 

@@ -56,6 +56,7 @@ def run_local(spec: Spec, code_version: str) -> dict[str, int]:
         shown = ", ".join(f"{k}={values[k]}" for k in sorted(spec.space) if k in values) or "defaults"
         print(f"[{n}/{total}] {trial_id}: {shown}", flush=True)
         final, error = None, None
+        results.write_status(sweep_dir, trial_id, "running", values)
         for attempt in range(spec.retries + 1):
             ctx = LocalContext(trial_id=trial_id, seed=seed, trial_dir=sweep_dir / "local" / trial_id)
             try:

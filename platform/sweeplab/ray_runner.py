@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ from .trial import FINAL_KEY, run_trial, split_params
 
 _CKPT = "state.pt"
 # The Tune trial itself only waits on its TorchTrainer; the Train workers hold the real resources. Tune refuses an
-# empty request, so the driver asks for 1 MiB of memory and no CPU (a CPU here would starve the workers).
-_DRIVER_RESOURCES = {"cpu": 0, "memory": 2**20}
+# empty request, so the driver asks for 1 MiB of memory and no CPU (a CPU here would starve the workers), plus a
+# sliver of the head node's own resource: drivers stay on the head, so losing a worker node (a preempted GPU machine)
+# costs only the Train workers on it, which the retried trial restarts from their checkpoint elsewhere.
+_DRIVER_BUNDLE = {"CPU": 0, "memory": 2**20, "node:__internal_head__": 0.001}
+_STATUS_EVERY_S = 2.0  # a running trial's status.json is rewritten at most this often
 
 
 class RayTrainContext:
@@ -36,6 +40,12 @@ class RayTrainContext:
         self.trial_id, self.seed = trial_id, seed
         self.rank, self.world_size = tc.get_world_rank(), tc.get_world_size()
         self.device = ray.train.torch.get_device()
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            # A node that declares GPUs it does not have (cluster/local-cluster.sh --worker-gpus): Ray placed the
+            # trial by its GPU request, and it runs on the CPU; the trials table records device "cpu".
+            print(f"[{trial_id}] warning: this node has no CUDA device although Ray gave the trial a GPU; "
+                  "running on the CPU", flush=True)
+            self.device = torch.device("cpu")
 
     def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None = None) -> None:
         import ray.train
@@ -56,6 +66,9 @@ class RayTrainContext:
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         import ray.train.torch
+        if self.device.type == "cpu":
+            model = model.to(self.device)
+            return torch.nn.parallel.DistributedDataParallel(model) if self.world_size > 1 else model
         return ray.train.torch.prepare_model(model)
 
     def all_gather(self, obj: Any) -> list[Any]:
@@ -108,17 +121,54 @@ def _results_callback(spec: Spec):
     from ray.tune import Callback
 
     class ResultsCallback(Callback):
-        """Writes each ended trial's status and rebuilds the tables, from the driver only."""
+        """Runs in the sweep's driver process only. Keeps each trial's ``status.json`` current (running with its last
+        metrics, then completed, failed or stopped), rebuilds the tables when a trial ends, and exports per-trial
+        Ray metrics (``ray_sweeplab_trial_*`` on the dashboard's Metrics page)."""
 
-        def __init__(self, sweep_dir: str, sweep: str, task: str):
-            self.sweep_dir, self.sweep, self.task = Path(sweep_dir), sweep, task
+        def __init__(self, sweep_dir: str, sweep: str, task: str, objective: str):
+            self.sweep_dir, self.sweep, self.task, self.objective = Path(sweep_dir), sweep, task, objective
+            self._written: dict[str, float] = {}
+            self._gauges = None
+
+        def __getstate__(self):  # pickled with the experiment for `sweeplab resume`; gauges are rebuilt
+            return {**self.__dict__, "_gauges": None, "_written": {}}
+
+        def _values(self, trial) -> dict[str, Any]:
+            return split_params({**trial.config, **trial.config.get("_point", {})})[0]
+
+        def _export(self, trial, result: dict[str, Any]) -> None:
+            if self._gauges is None:
+                from ray.util.metrics import Gauge
+                keys = ("sweep", "trial_id")
+                self._gauges = {
+                    "progress": Gauge("sweeplab_trial_progress", "fraction of the trial's training done", keys),
+                    "loss": Gauge("sweeplab_trial_loss", "the trial's last reported training loss", keys),
+                    "objective": Gauge("sweeplab_trial_objective", "the trial's last value of the sweep's "
+                                       "first metric", keys),
+                    "iteration": Gauge("sweeplab_trial_reports", "reports received from the trial", keys)}
+            tags = {"sweep": self.sweep, "trial_id": trial.trial_id}
+            for name, key in (("progress", "progress"), ("loss", "loss"), ("objective", self.objective),
+                              ("iteration", "training_iteration")):
+                value = result.get(key)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self._gauges[name].set(float(value), tags=tags)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            results.write_status(self.sweep_dir, trial.trial_id, "running", self._values(trial), None,
+                                 trial.last_result)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self._export(trial, result)
+            now = time.monotonic()
+            if now - self._written.get(trial.trial_id, -math.inf) >= _STATUS_EVERY_S:
+                self._written[trial.trial_id] = now
+                results.write_status(self.sweep_dir, trial.trial_id, "running", self._values(trial), None, result)
 
         def _ended(self, trial, status: str, error: str | None = None) -> None:
-            values, _ = split_params({**trial.config, **trial.config.get("_point", {})})
             last = dict(trial.last_result or {})
             if status == "completed" and not last.get(FINAL_KEY):
                 status = "stopped"  # ended without its final report: stopped early by the scheduler
-            results.write_status(self.sweep_dir, trial.trial_id, status, values, error, last)
+            results.write_status(self.sweep_dir, trial.trial_id, status, self._values(trial), error, last)
             results.consolidate(self.sweep_dir, self.sweep, self.task)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -127,7 +177,7 @@ def _results_callback(spec: Spec):
         def on_trial_error(self, iteration, trials, trial, **info):
             self._ended(trial, "failed", _read(trial.error_file) if trial.error_file else "trial failed")
 
-    return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task.name)
+    return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task.name, spec.metrics[0])
 
 
 def _read(path: str) -> str:
@@ -161,7 +211,7 @@ def _max_concurrent(spec: Spec) -> int:
 def build_tuner(spec: Spec, code_version: str, resume: bool = False):
     from ray import tune
     from .search import tune_search
-    trainable = tune.with_resources(_make_driver(spec, code_version), _DRIVER_RESOURCES)
+    trainable = tune.with_resources(_make_driver(spec, code_version), tune.PlacementGroupFactory([_DRIVER_BUNDLE]))
     param_space, search_alg = tune_search(spec, _max_concurrent(spec))
     if resume:
         return tune.Tuner.restore(str(spec.sweep_dir), trainable=trainable, resume_errored=True,

@@ -108,6 +108,53 @@ def consolidate(sweep_dir: Path, sweep: str, task: str) -> dict[str, int]:
     return {"trials": len(trials_df), "evaluations": len(evals_df)}
 
 
+def write_sweep_info(spec, planned: int) -> None:
+    """``<sweep>/sweep.json``: what ``sweeplab status`` needs beside the fragments (the objective, the number of
+    trials planned). Written by the driver when the sweep starts or resumes."""
+    doc = {"name": spec.name, "task": spec.task.name, "metrics": spec.metrics, "modes": spec.modes,
+           "planned_trials": planned, "space": sorted(spec.space), "source": spec.source}
+    atomic_write_bytes(Path(spec.sweep_dir) / "sweep.json", json.dumps(doc, indent=1).encode())
+
+
+STATES = ("running", "completed", "stopped", "failed")
+
+
+def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
+    """The sweep as its storage shows it now: counts per state, every trial's last metrics, the best so far per
+    metric (over completed trials). Reads only files, so it works while the sweep runs, from any machine that
+    sees the storage."""
+    sweep_dir = Path(sweep_dir)
+    info_path = sweep_dir / "sweep.json"
+    if not info_path.exists():
+        raise FileNotFoundError(f"no sweep under {sweep_dir} (expected {info_path}; has the sweep started?)")
+    info = json.loads(info_path.read_text())
+    trials = []
+    frag_root = sweep_dir / "fragments"
+    for frag in sorted(frag_root.iterdir()) if frag_root.exists() else []:
+        status, row = read_status(sweep_dir, frag.name), completed_trial(sweep_dir, frag.name)
+        if status is None and row is None:
+            continue
+        state = status["status"] if status else "running"  # rank 0 wrote its results, the driver not yet
+        metrics = dict(status["last_metrics"]) if status else {}
+        if row is not None:
+            metrics.update({k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in metrics})
+        if state == "completed":
+            metrics["progress"] = 1.0
+        trials.append({"trial_id": frag.name, "status": state, "config": status["config"] if status else {},
+                       "metrics": metrics, "error": status.get("error") if status else None})
+    counts = {s: sum(t["status"] == s for t in trials) for s in STATES}
+    best = {}
+    for metric, mode in zip(info["metrics"], info["modes"]):
+        scored = [t for t in trials if t["status"] == "completed" and isinstance(t["metrics"].get(metric),
+                                                                                 (int, float))]
+        if scored:
+            pick = (min if mode == "min" else max)(scored, key=lambda t: t["metrics"][metric])
+            best[metric] = {"value": pick["metrics"][metric], "mode": mode, "trial_id": pick["trial_id"],
+                            "config": {k: pick["config"].get(k) for k in info["space"]}}
+    pending = max(info["planned_trials"] - len(trials), 0)
+    return {**info, "counts": {**counts, "pending": pending}, "best": best, "trials": trials}
+
+
 def results_dir(spec_or_dir: str | Path) -> Path:
     """Accepts a spec file, a sweep folder or its ``results`` folder."""
     path = Path(spec_or_dir)

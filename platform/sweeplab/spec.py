@@ -138,7 +138,7 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
     task = None
     try:
         task = get_task(str(raw.get("task")))
-    except KeyError as exc:
+    except (KeyError, ImportError) as exc:
         problems.append(exc.args[0] if raw.get("task") else "missing key 'task'")
     problems += apply_overrides(raw, list(overrides), task)
     problems += [f"unknown key {k!r} (valid: {', '.join(sorted(TOP_KEYS))})" for k in raw if k not in TOP_KEYS]

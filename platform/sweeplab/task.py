@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import pkgutil
 from typing import Any, Callable, Protocol
 
@@ -93,11 +94,22 @@ def register_task(task: Task) -> Task:
     return task
 
 
+TASK_MODULES_ENV = "SWEEPLAB_TASK_MODULES"
+
+
 def _discover() -> None:
+    """Import every task package under ``sweeplab.tasks``, then the modules named (comma-separated) in
+    ``$SWEEPLAB_TASK_MODULES``: tasks kept outside this repository, importable on every node (``PYTHONPATH``,
+    or ``sweeplab submit --py-module``)."""
     import sweeplab.tasks as pkg
     for mod in pkgutil.iter_modules(pkg.__path__):
         if mod.ispkg:
             importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    for name in filter(None, (m.strip() for m in os.environ.get(TASK_MODULES_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(f"${TASK_MODULES_ENV} names {name!r}, which cannot be imported: {exc}") from exc
 
 
 def list_tasks() -> dict[str, Task]:

@@ -1,0 +1,227 @@
+"""``sweeplab submit``: a sweep as a Ray job, through the cluster's Jobs API (what ``ray job submit`` does).
+
+Everything that can be checked here is checked before anything is sent: the spec validates, its storage is a path
+every node shares (absolute) or an object-store URI, the dashboard answers, and when the cluster uses token
+authentication a token is found (``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``,
+the order Ray itself uses) and accepted.
+
+What travels with the job (its runtime environment):
+* ``working_dir``: a folder holding only the spec file, so the job's ``sweeplab run`` reads the same spec.
+* ``py_modules``: the ``sweeplab`` package as installed here, tasks included (what the project's wheel holds),
+  plus any ``--py-module`` folders. Ray puts them first on every worker's ``PYTHONPATH``, so the cluster runs
+  this code without a new image. A ``.whl`` is not used: Ray would ``pip install`` it with its dependencies on
+  every node (CUDA torch is several GB). The dependencies come with the nodes' image (``cluster/Dockerfile``).
+* ``env_vars``: Ray Train V2 on, ``$SWEEPLAB_TASK_MODULES`` when set here, and every ``--env KEY=VALUE``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+TOKEN_HELP = ("put the cluster's token in ~/.ray/auth_token, or export RAY_AUTH_TOKEN=<token> "
+              "(or RAY_AUTH_TOKEN_PATH=<file>); on the head node `ray get-auth-token` prints it")
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+class SubmitError(Exception):
+    """A problem found before submitting: the message names it; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def dashboard_url(address: str) -> str:
+    """``host:port`` or ``http(s)://host:port`` (the dashboard, default port 8265) as an http URL."""
+    address = address.strip().rstrip("/")
+    if address.startswith("ray://"):
+        raise SubmitError(f"--address {address!r} is a Ray Client address; jobs go to the dashboard's HTTP address, "
+                          "e.g. http://HEAD:8265", 2)
+    return address if re.match(r"https?://", address) else f"http://{address}"
+
+
+def find_token() -> str | None:
+    if token := os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return token
+    for path in (os.environ.get("RAY_AUTH_TOKEN_PATH"), Path.home() / ".ray" / "auth_token"):
+        if path and Path(path).is_file() and (token := Path(path).read_text().strip()):
+            return token
+    return None
+
+
+def _get(url: str, headers: dict[str, str], timeout: float) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def check_cluster(url: str, timeout: float = 5.0) -> dict[str, str]:
+    """The HTTP headers to use with the cluster at ``url``; :class:`SubmitError` when it does not answer, is not a
+    Ray dashboard, or refuses our token."""
+    try:
+        status, body = _get(f"{url}/api/authentication_mode", {}, timeout)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SubmitError(f"cannot reach the Ray dashboard at {url}: {reason}") from None
+    try:
+        mode = json.loads(body)["authentication_mode"] if status == 200 else None
+    except (ValueError, KeyError, TypeError):
+        mode = None
+    if mode is None:
+        raise SubmitError(f"{url} answered, but not as a Ray dashboard (GET /api/authentication_mode gave HTTP "
+                          f"{status}); --address wants the dashboard's address, e.g. http://HEAD:8265")
+    if mode != "token":
+        return {}
+    token = find_token()
+    if token is None:
+        raise SubmitError(f"the cluster at {url} requires an authentication token and none was found: {TOKEN_HELP}")
+    headers = {"Authorization": f"Bearer {token}"}
+    status, _ = _get(f"{url}/api/version", headers, timeout)
+    if status in (401, 403):
+        raise SubmitError(f"the cluster at {url} rejected the authentication token (HTTP {status}): {TOKEN_HELP}")
+    return headers
+
+
+def _storage_problem(spec_path: Path, overrides: list[str]) -> str | None:
+    """A relative storage path would land in the job's temporary working folder on the head node."""
+    import yaml
+    raw = yaml.safe_load(spec_path.read_text()) or {}
+    storage = str(raw.get("storage", "results"))
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key == "storage":
+            storage = value
+    if "://" in storage or os.path.isabs(os.path.expanduser(storage)):
+        return None
+    return (f"storage {storage!r} is a relative path: a submitted sweep runs in a temporary folder on the head "
+            "node, so give a path every node shares (--set storage=/mnt/sweeps) or an object-store URI "
+            "(--set storage=s3://bucket/sweeps)")
+
+
+def package_dir(stage: Path) -> Path:
+    """The ``sweeplab`` package as installed here, tasks included, copied to ``stage/sweeplab``. An editable
+    install keeps the tasks in another folder (``tasks/``), so both are copied into one tree."""
+    import sweeplab
+    import sweeplab.tasks
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    out = stage / "sweeplab"
+    shutil.copytree(Path(sweeplab.__file__).parent, out, ignore=ignore)
+    tasks_src = Path(sweeplab.tasks.__path__[0])
+    if tasks_src.resolve() != (out / "tasks").resolve() and not (out / "tasks").exists():
+        shutil.copytree(tasks_src, out / "tasks", ignore=ignore)
+    return out
+
+
+def build_job(spec_path: Path, overrides: list[str], stage: Path, *, resume: bool, py_modules: list[str],
+              env: list[str]) -> dict:
+    """The keyword arguments of ``JobSubmissionClient.submit_job`` (the spec already validated)."""
+    from .results import code_version
+    from .spec import load
+    from .task import TASK_MODULES_ENV
+    spec = load(spec_path, overrides)
+    env_vars = {"RAY_TRAIN_V2_ENABLED": "1"}
+    if os.environ.get(TASK_MODULES_ENV):
+        env_vars[TASK_MODULES_ENV] = os.environ[TASK_MODULES_ENV]
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SubmitError(f"--env {item!r}: expected KEY=VALUE", 2)
+        env_vars[key] = value
+    for mod in py_modules:
+        if not Path(mod).exists():
+            raise SubmitError(f"--py-module {mod}: no such file or folder", 2)
+    workdir = stage / "workdir"
+    workdir.mkdir(parents=True)
+    shutil.copy2(spec_path, workdir / spec_path.name)
+    command = ["python", "-m", "sweeplab.cli", "resume" if resume else "run", spec_path.name, "--address", "auto"]
+    if overrides:
+        command += ["--set", *overrides]
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return {
+        "entrypoint": shlex.join(command),
+        "submission_id": f"sweeplab-{re.sub(r'[^A-Za-z0-9_-]+', '-', spec.name)}-{stamp}",
+        "runtime_env": {"working_dir": str(workdir),
+                        "py_modules": [str(package_dir(stage)), *map(str, map(Path, py_modules))],
+                        "env_vars": env_vars},
+        "metadata": {"job_name": f"sweeplab {'resume' if resume else 'run'} {spec.name}", "sweep": spec.name,
+                     "task": spec.task.name, "search": spec.algorithm, "storage": str(spec.sweep_dir),
+                     "spec": str(spec_path), "code_version": code_version(), "user": getpass.getuser()},
+    }
+
+
+def follow(client, job_id: str) -> str:
+    """Print the job's logs as they come; return its final status."""
+    import asyncio
+
+    async def tail():
+        async for lines in client.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    asyncio.run(tail())
+    status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+    while status not in TERMINAL:  # the log stream can end a moment before the status settles
+        import time
+        time.sleep(0.5)
+        status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+    return status
+
+
+def _submit_job(client, job: dict, patience_s: float = 90.0) -> str:
+    """``submit_job``, waiting while a cluster that just started has no job agent yet (HTTP 500 "No available
+    agent"); any other refusal is a :class:`SubmitError`."""
+    import time
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise SubmitError(f"the cluster refused the job: {exc}") from None
+            print("waiting for the cluster's job agent to start ...", file=sys.stderr, flush=True)
+            time.sleep(3)
+
+
+def submit(spec_path: str, overrides: list[str], address: str, *, wait: bool = False, resume: bool = False,
+           py_modules: list[str] = (), env: list[str] = ()) -> int:
+    from .spec import SpecError, load
+    path = Path(spec_path)
+    try:
+        load(path, overrides)
+    except SpecError as exc:
+        print(f"error: invalid sweep spec {exc}\nnothing was submitted", file=sys.stderr)
+        return 2
+    try:
+        if problem := _storage_problem(path, overrides):
+            raise SubmitError(problem, 2)
+        url = dashboard_url(address)
+        headers = check_cluster(url)
+        from ray.job_submission import JobSubmissionClient
+        with tempfile.TemporaryDirectory(prefix="sweeplab-submit-") as tmp:
+            job = build_job(path, overrides, Path(tmp), resume=resume, py_modules=list(py_modules), env=list(env))
+            client = JobSubmissionClient(url, headers=headers)
+            job_id = _submit_job(client, job)
+    except SubmitError as exc:
+        print(f"error: {exc}\nnothing was submitted", file=sys.stderr)
+        return exc.code
+    print(f"submitted job {job_id}\n  {job['metadata']['job_name']}: {job['entrypoint']}\n"
+          f"  dashboard: {url}/#/jobs/{job_id}\n  logs:      ray job logs --address {url} --follow {job_id}\n"
+          f"  progress:  sweeplab status {job['metadata']['storage']}", flush=True)
+    if not wait:
+        return 0
+    status = follow(client, job_id)
+    info = client.get_job_info(job_id)
+    print(f"\njob {job_id}: {status}" + (f" ({info.message})" if status != "SUCCEEDED" and info.message else ""),
+          flush=True)
+    return 0 if status == "SUCCEEDED" else 1

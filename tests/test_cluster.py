@@ -1,0 +1,254 @@
+"""The cluster path end to end, on a multi-node Ray started by ``cluster/local-cluster.sh`` (a head with no CPUs
+and two worker nodes of 1 CPU and 1 logical GPU each), with the ``chaos`` task of ``tests/plugins``: a sweep
+submitted as a job, a failing trial retried, a killed job resumed, ASHA stopping trials, a worker node lost."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sweeplab.results import sweep_status
+
+ROOT = Path(__file__).parents[1]
+SCRIPT = ROOT / "cluster" / "local-cluster.sh"
+CHAOS = ROOT / "tests" / "plugins" / "sweeplab_chaos"
+
+pytestmark = [pytest.mark.ray, pytest.mark.cluster]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    dir: Path
+    address: str        # GCS, for `sweeplab run --address`
+    dashboard: str      # HTTP, for `sweeplab submit --address`
+    metrics_ports: list[int]
+    env: dict[str, str]
+
+    def cli(self, *args, rc: int | None = 0, env: dict | None = None, timeout: float = 600):
+        proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", *map(str, args)], cwd=ROOT, text=True,
+                              capture_output=True, env=env or self.env, timeout=timeout)
+        if rc is not None:
+            assert proc.returncode == rc, proc.stdout[-4000:] + proc.stderr[-4000:]
+        return proc
+
+    def script(self, *args):
+        return subprocess.run([str(SCRIPT), *map(str, args), "--dir", str(self.dir)], env=self.env, text=True,
+                              capture_output=True, timeout=300, check=True)
+
+    def client(self):
+        from ray.job_submission import JobSubmissionClient
+        from sweeplab.submit import check_cluster
+        return JobSubmissionClient(self.dashboard, headers=check_cluster(self.dashboard))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    where = Path(tempfile.mkdtemp(prefix="slc", dir="/tmp"))  # short: Ray's socket paths live under it
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(CHAOS.parent), os.environ.get("PYTHONPATH")])),
+           "SWEEPLAB_TASK_MODULES": "sweeplab_chaos", "RAY_AUTH_MODE": "token",
+           # notice a killed node within seconds instead of Ray's default of about half a minute
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+           "RAY_health_check_failure_threshold": "3"}
+    port, dash = _free_port(), _free_port()
+    c = Cluster(where, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", [], env)
+    try:
+        c.script("start", "--workers", 2, "--worker-cpus", 1, "--worker-gpus", 1, "--port", port,
+                 "--dashboard-port", dash)
+        values = dict(line.split("=", 1) for line in (where / "cluster.env").read_text().split())
+        c.metrics_ports = [int(p) for p in values["SWEEPLAB_METRICS_PORTS"].split(",")]
+        assert values["RAY_ADDRESS"] == c.address and values["SWEEPLAB_DASHBOARD"] == c.dashboard
+        yield c
+    finally:
+        subprocess.run([str(SCRIPT), "stop", "--dir", str(where)], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _spec(tmp_path: Path, name: str, space: dict, config: dict, **extra) -> Path:
+    raw = {"name": name, "task": "chaos", "search": {"algorithm": "grid", "space": space},
+           "config": {"marker_dir": str(tmp_path / "markers"), **config}, "metric": "loss", "mode": "min",
+           "storage": str(tmp_path / "sweeps"), **extra}
+    (tmp_path / "markers").mkdir(exist_ok=True)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _attempts(tmp_path: Path, trial_id: str) -> list[dict]:
+    record = tmp_path / "markers" / f"{trial_id}.jsonl"
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+def _trials(tmp_path: Path, name: str) -> pd.DataFrame:
+    return pd.read_parquet(tmp_path / "sweeps" / name / "results" / "trials.parquet")
+
+
+def _wait_for(predicate, timeout: float, what: str, every: float = 1.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := predicate():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _status(tmp_path: Path, name: str) -> dict | None:
+    try:
+        return sweep_status(tmp_path / "sweeps" / name)
+    except FileNotFoundError:
+        return None
+
+
+def test_submit_wait_runs_a_sweep_with_a_retried_trial(cluster, tmp_path):
+    """`sweeplab submit --wait` on the script's cluster: the job succeeds, a trial that raised once is retried from
+    its checkpoint, the tables hold every trial once, and the Jobs API shows the job by name."""
+    spec = _spec(tmp_path, "submitted", {"x": [0.1, 0.9]}, {"steps": 3, "step_seconds": 0.3}, retries=1,
+                 search={"algorithm": "grid", "space": {"x": [0.1, 0.9]},
+                         "include": [{"x": 0.5, "fail_attempts": 1, "fail_at_step": 1}]})
+    proc = cluster.cli("submit", spec, "--address", cluster.dashboard, "--py-module", CHAOS, "--wait")
+    job_id = proc.stdout.split("submitted job ", 1)[1].split()[0]
+    assert job_id.startswith("sweeplab-submitted-") and f"{cluster.dashboard}/#/jobs/{job_id}" in proc.stdout
+    assert f"job {job_id}: SUCCEEDED" in proc.stdout
+    info = cluster.client().get_job_info(job_id)
+    assert info.metadata["job_name"] == "sweeplab run submitted" and info.metadata["task"] == "chaos"
+    trials = _trials(tmp_path, "submitted")
+    assert len(trials) == 3 and trials.trial_id.is_unique and set(trials.status) == {"completed"}
+    retried = trials[trials.fail_attempts == 1].trial_id.item()
+    assert [a["start_step"] for a in _attempts(tmp_path, retried)] == [0, 1]  # resumed from its checkpoint
+    for tid in trials[trials.fail_attempts == 0].trial_id:
+        assert len(_attempts(tmp_path, tid)) == 1
+    evals = pd.read_parquet(tmp_path / "sweeps/submitted/results/evaluations.parquet")
+    assert len(evals) == 3 * 3 and set(evals.trial_id) == set(trials.trial_id)
+    out = cluster.cli("status", tmp_path / "sweeps/submitted").stdout
+    best = trials.loc[trials.loss.idxmin()]
+    assert "3 completed" in out and f"trial {best.trial_id}" in out and "0 failed" in out
+
+
+def test_trial_failing_past_its_retries_is_recorded_and_the_sweep_completes(cluster, tmp_path):
+    spec = _spec(tmp_path, "failing", {"fail_attempts": [0, 5]}, {"steps": 2, "step_seconds": 0.1}, retries=1)
+    proc = cluster.cli("run", spec, "--address", cluster.address, rc=1)
+    trials = _trials(tmp_path, "failing").set_index("fail_attempts")
+    assert trials.loc[0, "status"] == "completed" and trials.loc[5, "status"] == "failed"
+    assert "fails on purpose" in trials.loc[5, "error"]
+    assert len(_attempts(tmp_path, trials.loc[5, "trial_id"])) == 2  # the first try and one retry
+    assert "tables:" in proc.stdout
+
+
+def test_killed_job_is_resumed_without_rerunning_completed_trials(cluster, tmp_path):
+    name = "interrupted"
+    spec = _spec(tmp_path, name, {"x": [0.1, 0.3, 0.5, 0.7]}, {"steps": 8, "step_seconds": 1.0}, max_concurrent=2)
+    proc = cluster.cli("submit", spec, "--address", cluster.dashboard, "--py-module", CHAOS)
+    job_id = proc.stdout.split("submitted job ", 1)[1].split()[0]
+
+    def mid_sweep():
+        st = _status(tmp_path, name)
+        return st if st and st["counts"]["completed"] >= 1 and any(
+            t["status"] == "running" and t["metrics"].get("progress", 0) >= 0.25 for t in st["trials"]) else None
+
+    before = _wait_for(mid_sweep, 400, "one trial completed and another a quarter done")
+    # the Ray metrics of the running sweep, on the head node's Prometheus endpoint
+    scraped = "".join(_scrape(port) for port in cluster.metrics_ports)
+    assert 'ray_sweeplab_trial_progress{' in scraped and f'sweep="{name}"' in scraped
+    client = cluster.client()
+    client.stop_job(job_id)
+    _wait_for(lambda: str(client.get_job_status(job_id)).endswith("STOPPED"), 60, "the job to stop")
+    done_before = {t["trial_id"] for t in before["trials"] if t["status"] == "completed"}
+    assert len(done_before) < 4
+
+    cluster.cli("submit", spec, "--address", cluster.dashboard, "--py-module", CHAOS, "--resume", "--wait")
+    trials = _trials(tmp_path, name)
+    assert len(trials) == 4 and trials.trial_id.is_unique and set(trials.status) == {"completed"}
+    for tid in done_before:
+        assert len(_attempts(tmp_path, tid)) == 1, f"completed trial {tid} ran again"
+    resumed = [a for tid in trials.trial_id for a in _attempts(tmp_path, tid)[1:]]
+    assert resumed and max(a["start_step"] for a in resumed) > 0  # an interrupted trial went on from a checkpoint
+
+
+def _scrape(port: int) -> str:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+    except OSError:
+        return ""
+
+
+def test_asha_stops_trials_and_frees_their_gpus_for_the_next(cluster, tmp_path):
+    """Six trials of one logical GPU each on two GPUs: the sweep only finishes if every trial ASHA stops gives its
+    GPU (its Tune and Train placement groups) back."""
+    name = "asha"
+    spec = _spec(tmp_path, name, {"x": [0.3, 0.35, 0.6, 0.7, 0.8, 0.9]}, {"steps": 6, "step_seconds": 0.5},
+                 resources={"gpus": 1, "cpus": 1}, max_concurrent=2,
+                 scheduler={"type": "asha", "max_t": 100, "grace_period": 1, "reduction_factor": 2})
+    cluster.cli("run", spec, "--address", cluster.address, timeout=900)
+    trials = _trials(tmp_path, name)
+    assert len(trials) == 6 and trials.trial_id.is_unique
+    assert set(trials.status) <= {"completed", "stopped"} and (trials.status == "stopped").sum() >= 1
+    assert (trials[trials.status == "completed"].device == "cpu").all()  # logical GPUs, run on the CPU
+    from ray.util.state import list_placement_groups
+    live = [pg for pg in list_placement_groups(address=cluster.dashboard) if pg.state != "REMOVED"]
+    assert live == []
+
+
+def test_bad_input_is_refused_before_anything_is_submitted(cluster, tmp_path):
+    spec = _spec(tmp_path, "refused", {"x": [0.1]}, {"steps": 1})
+    jobs_before = len(cluster.client().list_jobs())
+    unreachable = cluster.cli("submit", spec, "--address", f"http://127.0.0.1:{_free_port()}", rc=1)
+    assert "cannot reach the Ray dashboard" in unreachable.stderr and "nothing was submitted" in unreachable.stderr
+    no_token = {**cluster.env, "HOME": str(tmp_path), "RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": ""}
+    missing = cluster.cli("submit", spec, "--address", cluster.dashboard, rc=1, env=no_token)
+    assert "requires an authentication token and none was found" in missing.stderr
+    wrong = cluster.cli("submit", spec, "--address", cluster.dashboard, rc=1,
+                        env={**cluster.env, "RAY_AUTH_TOKEN": "not-the-token"})
+    assert "rejected the authentication token" in wrong.stderr
+    invalid = cluster.cli("submit", spec, "--address", cluster.dashboard, "--set", "search.algorithm=bayes", rc=2)
+    assert "search.algorithm" in invalid.stderr and "nothing was submitted" in invalid.stderr
+    relative = cluster.cli("submit", spec, "--address", cluster.dashboard, "--set", "storage=results", rc=2)
+    assert "relative path" in relative.stderr
+    assert len(cluster.client().list_jobs()) == jobs_before
+    run_no_token = cluster.cli("run", spec, "--address", cluster.address, rc=1, env=no_token)
+    assert "refused the connection" in run_no_token.stderr or "token" in run_no_token.stderr.lower()
+
+def test_worker_node_killed_mid_trial_resumes_on_another_node(cluster, tmp_path):
+    name = "node-loss"
+    spec = _spec(tmp_path, name, {"x": [0.3]}, {"steps": 10, "step_seconds": 1.0}, retries=2)
+    proc = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", "run", str(spec), "--address", cluster.address],
+                            cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def running():
+            st = _status(tmp_path, name)
+            return st and st["trials"] and st["trials"][0]["metrics"].get("progress", 0) >= 0.3 and st["trials"][0]
+        trial = _wait_for(running, 300, "the trial to checkpoint a third of its steps")
+        first = _attempts(tmp_path, trial["trial_id"])[0]
+        from ray.util.state import list_nodes
+        node = next(n for n in list_nodes(address=cluster.dashboard, detail=True) if n.node_id == first["node"])
+        index = next(k.rsplit("_", 1)[1] for k in node.resources_total if k.startswith("sweeplab_worker_"))
+        cluster.script("kill-worker", index)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+    assert proc.returncode == 0, out[-4000:]
+    trials = _trials(tmp_path, name)
+    assert len(trials) == 1 and trials.status.item() == "completed"
+    attempts = _attempts(tmp_path, trial["trial_id"])
+    assert len(attempts) == 2 and attempts[1]["node"] != first["node"] and attempts[1]["start_step"] >= 3
+
