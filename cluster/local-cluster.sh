@@ -84,6 +84,7 @@ case $cmd in
     metrics_ports+=("$head_metrics")
     "$RAY" start --head --node-ip-address 127.0.0.1 --port "$PORT" --num-cpus "$HEAD_CPUS" --num-gpus 0 \
       --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
+      --dashboard-agent-listen-port "$(free_port)" \
       --metrics-export-port "$head_metrics" \
       --temp-dir "$DIR/ray-head" --disable-usage-stats >"$DIR/head.log" 2>&1 \
       || { cat "$DIR/head.log" >&2; echo "error: the head node did not start (log above)" >&2; exit 1; }

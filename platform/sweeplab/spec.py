@@ -200,6 +200,10 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
     max_conc = None if max_conc is None else _number(max_conc, "max_concurrent", int, 1, problems)
     retries = _number(raw.get("retries", 0), "retries", int, 0, problems)
     seed = _number(raw.get("seed", 0), "seed", int, 0, problems)
+    storage = str(raw.get("storage", "results"))
+    if "://" in storage:
+        problems.append(f"storage: {storage!r} — object-store URIs are not supported yet; use a folder every node "
+                        "shares (NFS, EFS, a ReadWriteMany volume, or a bucket mounted as a filesystem)")
     name = str(raw.get("name") or "")
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         problems.append(f"name: {name!r} must be a non-empty folder name without slashes or spaces")
@@ -208,7 +212,7 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
     return Spec(name=name, task=task, config=fixed, algorithm=algorithm, space=space, include=include,
                 num_samples=num_samples, metrics=metrics, modes=modes, scheduler={"type": sched_type, **sched},
                 cpus=cpus, gpus=gpus, workers=workers, max_concurrent=max_conc, retries=retries, seed=seed,
-                storage=Path(str(raw.get("storage", "results"))).expanduser().resolve(), source=source)
+                storage=Path(storage).expanduser().resolve(), source=source)
 
 
 def _mapping(raw: dict, key: str, valid: set, problems: list) -> dict:

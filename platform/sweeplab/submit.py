@@ -1,11 +1,13 @@
 """``sweeplab submit``: a sweep as a Ray job, through the cluster's Jobs API (what ``ray job submit`` does).
 
-Everything that can be checked here is checked before anything is sent: the spec validates, its storage is a path
-every node shares (absolute) or an object-store URI, the dashboard answers, and when the cluster uses token
+Everything that can be checked here is checked before anything is sent: the spec validates, its storage is an absolute
+path (which every node must share), the dashboard answers, and when the cluster uses token
 authentication a token is found (``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``,
 the order Ray itself uses) and accepted.
 
 What travels with the job (its runtime environment):
+The spec's ``storage`` must be an absolute path that every node sees (a shared filesystem).
+
 * ``working_dir``: a folder holding only the spec file, so the job's ``sweeplab run`` reads the same spec.
 * ``py_modules``: the ``sweeplab`` package as installed here, tasks included (what the project's wheel holds),
   plus any ``--py-module`` folders. Ray puts them first on every worker's ``PYTHONPATH``, so the cluster runs
@@ -103,11 +105,10 @@ def _storage_problem(spec_path: Path, overrides: list[str]) -> str | None:
         key, _, value = item.partition("=")
         if key == "storage":
             storage = value
-    if "://" in storage or os.path.isabs(os.path.expanduser(storage)):
+    if os.path.isabs(os.path.expanduser(storage)):
         return None
     return (f"storage {storage!r} is a relative path: a submitted sweep runs in a temporary folder on the head "
-            "node, so give a path every node shares (--set storage=/mnt/sweeps) or an object-store URI "
-            "(--set storage=s3://bucket/sweeps)")
+            "node, so give an absolute path every node shares (--set storage=/mnt/sweeps)")
 
 
 def package_dir(stage: Path) -> Path:

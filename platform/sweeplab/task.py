@@ -40,6 +40,8 @@ class TrialContext(Protocol):
 
         ``checkpoint`` is a ``torch.save``-able dict (state dicts, step counter); it is kept so a retried or
         resumed trial restarts from it via :meth:`load_checkpoint`. Only rank 0's checkpoint is kept.
+        A ``progress`` metric (the fraction of training done, 0..1) is shown by ``sweeplab status`` and exported
+        as the Ray metric ``sweeplab_trial_progress``; ``loss`` likewise.
         """
 
     def load_checkpoint(self) -> dict[str, Any] | None:

@@ -166,7 +166,7 @@ def train(cfg, data, ctx) -> Autoencoder | None:
         done = it + 1
         save = done % cfg.checkpoint_every == 0 or done == cfg.iterations
         if save or done % cfg.report_every == 0:
-            ctx.report({"iteration": done, **_metrics(x, out, rate, loss, ctx)},
+            ctx.report({"iteration": done, "progress": done / cfg.iterations, **_metrics(x, out, rate, loss, ctx)},
                        checkpoint=checkpoint(done) if save else None)
 
     if start >= cfg.iterations:  # no training step ran (iterations = 0, or resumed at the end): report once
@@ -175,7 +175,8 @@ def train(cfg, data, ctx) -> Autoencoder | None:
             out = net(x)
             rate = density.rate_bits(out["y_tilde"], net.steps())
             loss = _objective(cfg, net, x, out, rate)
-        ctx.report({"iteration": start, **_metrics(x, out, rate, loss, ctx)}, checkpoint=checkpoint(start))
+        ctx.report({"iteration": start, "progress": 1.0, **_metrics(x, out, rate, loss, ctx)},
+                   checkpoint=checkpoint(start))
 
     extra = getattr(data, "extra_images", None)
     if extra is not None:

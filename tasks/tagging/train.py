@@ -118,7 +118,8 @@ def train(cfg, data, ctx):
         state.update(epoch=epoch + 1, bad_epochs=0 if improved else state["bad_epochs"] + 1)
         if improved:
             state.update(best_auc=val_auc, best={k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
-        ctx.report({"epoch": epoch + 1, "loss": total / per_epoch, "val_roc_auc": val_auc},
+        ctx.report({"epoch": epoch + 1, "progress": (epoch + 1) / cfg.epochs, "loss": total / per_epoch,
+                    "val_roc_auc": val_auc},
                    checkpoint={"model": net.state_dict(), "opt": opt.state_dict(), "state": state})
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             ctx.log(f"early stop at epoch {epoch + 1}: best validation ROC-AUC {state['best_auc']:.4f}")
