@@ -102,8 +102,14 @@ def _make_driver(spec: Spec, code_version: str):
         trial_id = ray.tune.get_context().get_trial_id()
         values, seed = split_params({**params, **params.get("_point", {})})
         resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+        from ray.train.torch import TorchConfig
+        import torch.distributed as dist
+        # NCCL for GPU trials when this torch build has it (the nodes share one image); a CPU-only build, as on a
+        # local cluster with logical GPUs, falls back to gloo.
+        backend = "nccl" if gpus and dist.is_available() and dist.is_nccl_available() else "gloo"
         trainer = TorchTrainer(
             _worker,
+            torch_config=TorchConfig(backend=backend),
             train_loop_config={"task": task, "values": values, "seed": seed, "trial_id": trial_id, "sweep": sweep,
                                "sweep_dir": sweep_dir, "code_version": code_version},
             scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
@@ -192,7 +198,10 @@ def _scheduler(spec: Spec):
         return None
     from ray.tune.schedulers import ASHAScheduler
     s = spec.scheduler
-    return ASHAScheduler(metric=s.get("metric", spec.metrics[0]), mode=s.get("mode", spec.modes[0]),
+    metric, mode = s.get("metric", spec.metrics[0]), s.get("mode", spec.modes[0])
+    if not spec.multi_objective and (metric, mode) == (spec.metrics[0], spec.modes[0]):
+        metric = mode = None  # Tune refuses a scheduler that repeats the TuneConfig's metric and mode
+    return ASHAScheduler(metric=metric, mode=mode,
                          time_attr=s.get("time_attr", "training_iteration"), max_t=s.get("max_t", 100),
                          grace_period=s.get("grace_period", 1), reduction_factor=s.get("reduction_factor", 4))
 
