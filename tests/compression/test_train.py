@@ -30,7 +30,8 @@ def test_training_reduces_the_loss_reports_and_resumes(tmp_path):
     ctx = LocalContext(trial_dir=tmp_path, device=CPU, verbose=False)
     model = train(_cfg(), data, ctx)
     assert [r["iteration"] for r in ctx.reports] == [5, 10, 15, 20, 25, 30]
-    assert set(ctx.reports[0]) == {"iteration", "loss", "distortion", "rate", "psnr_train"}
+    assert set(ctx.reports[0]) == {"iteration", "progress", "loss", "distortion", "rate", "psnr_train"}
+    assert [r["progress"] for r in ctx.reports] == [i / 30 for i in (5, 10, 15, 20, 25, 30)]
     assert ctx.reports[-1]["loss"] < 0.8 * ctx.reports[0]["loss"]
     assert ctx.reports[-1]["psnr_train"] > ctx.reports[0]["psnr_train"]
     assert all(r["rate"] > 0 for r in ctx.reports)

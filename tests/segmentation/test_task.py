@@ -44,6 +44,7 @@ def test_train_checkpoints_per_round_and_resumes(tmp_path, monkeypatch):
     rows = seg_train.train(cfg, data, ctx)
     assert [r["image"] for r in rows] == sorted(s.name for s in data.images)
     assert [r["images_done"] for r in ctx.reports] == [1, 2, 3]
+    assert [r["progress"] for r in ctx.reports] == [1 / 3, 2 / 3, 1.0]
 
     def boom(*args):
         raise AssertionError("a resumed trial must not segment finished images again")
