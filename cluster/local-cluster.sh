@@ -41,8 +41,10 @@ done
 
 RAY=${RAY:-$(command -v ray || true)}
 [[ -z $RAY && -x "$(dirname "$0")/../.venv/bin/ray" ]] && RAY="$(dirname "$0")/../.venv/bin/ray"
-[[ -n $RAY ]] || { echo "error: the 'ray' command is not on PATH (activate the project's .venv)" >&2; exit 1; }
-PY="$(dirname "$RAY")/python"
+if [[ $cmd == start || $cmd == status ]]; then
+  [[ -n $RAY ]] || { echo "error: the 'ray' command is not on PATH (activate the project's .venv)" >&2; exit 1; }
+fi
+PY="$(dirname "${RAY:-python3}")/python"
 [[ -x $PY ]] || PY=python3
 
 # Token authentication on every node and client, with the one token in ~/.ray/auth_token (made at start when
@@ -54,21 +56,35 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0
 # Every process of this cluster has its node's temp dir (DIR/ray-*) on the command line: that is how stop finds
 # them. Each node has its own: nodes sharing one would unpack the job's runtime environment into the same folder
 # and pull it from under each other.
+# Their children (Ray's agents and workers) rename themselves (ray::...), so stop takes the whole process tree.
 pids_matching() { pgrep -f -- "$1" || true; }
+with_descendants() {
+  local all=" $* " frontier="$*" next pid
+  while [[ -n ${frontier// /} ]]; do
+    next=
+    for pid in $frontier; do
+      for child in $(pgrep -P "$pid" || true); do
+        [[ $all == *" $child "* ]] || { all+="$child "; next+=" $child"; }
+      done
+    done
+    frontier=$next
+  done
+  echo $all
+}
 
 stop() {
   local pids
   pids=$(pids_matching "$DIR/ray-")
   [[ -z $pids ]] && { echo "no cluster running under $DIR"; return 0; }
+  # shellcheck disable=SC2086
+  pids=$(with_descendants $pids)
   kill -TERM $pids 2>/dev/null || true
   for _ in $(seq 50); do
-    pids=$(pids_matching "$DIR/ray-")
-    [[ -z $pids ]] && break
+    alive=$(ps -o pid= -p "${pids// /,}" 2>/dev/null || true)
+    [[ -z $alive ]] && break
     sleep 0.2
   done
-  [[ -n $pids ]] && kill -KILL $pids 2>/dev/null || true
-  # Ray's workers and agents are children of the raylets; give them a moment to follow.
-  sleep 1
+  [[ -n $alive ]] && kill -KILL $alive 2>/dev/null || true
   echo "stopped the cluster under $DIR"
 }
 
@@ -79,9 +95,16 @@ case $cmd in
     fi
     mkdir -p "$DIR"
     [[ $RAY_AUTH_MODE == token ]] && "$RAY" get-auth-token --generate >/dev/null
+    # Every process of the cluster inherits this address. Ray code that finds "its" cluster by looking for running
+    # ones (Ray Train's placement-group cleaner, which frees a stopped trial's resources, queries the state API that
+    # way) would otherwise fail whenever a second Ray runs on the machine, and leave the resources held.
+    export RAY_ADDRESS="127.0.0.1:$PORT"
     metrics_ports=()
     head_metrics=$(free_port)
     metrics_ports+=("$head_metrics")
+    # The head has no CPUs, so Ray would start its worker processes one at a time; every trial's driver, Train
+    # controller and placement-group cleaner is one, so let it start as many at once as the machine has cores.
+    RAY_worker_maximum_startup_concurrency=${RAY_worker_maximum_startup_concurrency:-$(nproc)} \
     "$RAY" start --head --node-ip-address 127.0.0.1 --port "$PORT" --num-cpus "$HEAD_CPUS" --num-gpus 0 \
       --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
       --dashboard-agent-listen-port "$(free_port)" \

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny in-process task for testing the core without any paper's model."""
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -78,3 +79,10 @@ def sweeplab_cli():
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         return proc
     return run
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on (for an unreachable address, or a cluster's ports)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,19 +18,15 @@ import pandas as pd
 import pytest
 import yaml
 
+from sweeplab import cli
 from sweeplab.results import sweep_status
+from tests.conftest import free_port
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "cluster" / "local-cluster.sh"
 CHAOS = ROOT / "tests" / "plugins" / "sweeplab_chaos"
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -53,6 +48,15 @@ class Cluster:
         return subprocess.run([str(SCRIPT), *map(str, args), "--dir", str(self.dir)], env=self.env, text=True,
                               capture_output=True, timeout=300, check=True)
 
+    def state(self, kind: str, *flags: str) -> list[dict]:
+        """``ray list KIND`` as JSON, in a subprocess: it needs the cluster's ``RAY_AUTH_MODE=token``, which this
+        process does not have."""
+        proc = subprocess.run([str(Path(sys.executable).parent / "ray"), "list", kind, "--address", self.dashboard,
+                               "--format", "json", "--limit", "1000", *flags], env=self.env, text=True,
+                              capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(proc.stdout)
+
     def client(self):
         from ray.job_submission import JobSubmissionClient
         from sweeplab.submit import check_cluster
@@ -68,7 +72,7 @@ def cluster():
            # notice a killed node within seconds instead of Ray's default of about half a minute
            "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
            "RAY_health_check_failure_threshold": "3"}
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     c = Cluster(where, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", [], env)
     try:
         c.script("start", "--workers", 2, "--worker-cpus", 1, "--worker-gpus", 1, "--port", port,
@@ -122,34 +126,33 @@ def test_submit_wait_runs_a_sweep_with_a_retried_trial(cluster, tmp_path):
     its checkpoint, the tables hold every trial once, and the Jobs API shows the job by name."""
     spec = _spec(tmp_path, "submitted", {"x": [0.1]}, {"steps": 3, "step_seconds": 0.3}, retries=1,
                  search={"algorithm": "grid", "space": {"x": [0.1]},
-                         "include": [{"x": 0.5, "fail_attempts": 1, "fail_at_step": 1}]})
+                         "include": [{"x": 0.6, "fail_attempts": 1, "fail_at_step": 1}]})
     proc = cluster.cli("submit", spec, "--address", cluster.dashboard, "--py-module", CHAOS, "--wait")
     job_id = proc.stdout.split("submitted job ", 1)[1].split()[0]
     assert job_id.startswith("sweeplab-submitted-") and f"{cluster.dashboard}/#/jobs/{job_id}" in proc.stdout
     assert f"job {job_id}: SUCCEEDED" in proc.stdout
     info = cluster.client().get_job_info(job_id)
     assert info.metadata["job_name"] == "sweeplab run submitted" and info.metadata["task"] == "chaos"
-    trials = _trials(tmp_path, "submitted")
+    trials = _trials(tmp_path, "submitted").set_index("x").sort_index()
     assert len(trials) == 2 and trials.trial_id.is_unique and set(trials.status) == {"completed"}
-    retried = trials[trials.fail_attempts == 1].trial_id.item()
-    assert [a["start_step"] for a in _attempts(tmp_path, retried)] == [0, 1]  # resumed from its checkpoint
-    for tid in trials[trials.fail_attempts == 0].trial_id:
-        assert len(_attempts(tmp_path, tid)) == 1
+    assert [a["start_step"] for a in _attempts(tmp_path, trials.loc[0.6, "trial_id"])] == [0, 1]  # from its checkpoint
+    assert len(_attempts(tmp_path, trials.loc[0.1, "trial_id"])) == 1
     evals = pd.read_parquet(tmp_path / "sweeps/submitted/results/evaluations.parquet")
     assert len(evals) == 2 * 3 and set(evals.trial_id) == set(trials.trial_id)
     out = cluster.cli("status", tmp_path / "sweeps/submitted").stdout
     best = trials.loc[trials.loss.idxmin()]
-    assert "2 completed" in out and f"trial {best.trial_id}" in out and "0 failed" in out
+    assert "2 completed" in out and "0 failed" in out and f"trial {best.trial_id}" in out
 
 
-def test_trial_failing_past_its_retries_is_recorded_and_the_sweep_completes(cluster, tmp_path):
-    spec = _spec(tmp_path, "failing", {"fail_attempts": [0, 5]}, {"steps": 2, "step_seconds": 0.1}, retries=1)
+def test_trial_failing_past_its_retries_is_recorded_and_the_others_complete(cluster, tmp_path):
+    spec = _spec(tmp_path, "failing", {"fail_attempts": [0, 5]}, {"steps": 1, "fail_at_step": 0}, retries=1)
     proc = cluster.cli("run", spec, "--address", cluster.address, rc=1)
     trials = _trials(tmp_path, "failing").set_index("fail_attempts")
     assert trials.loc[0, "status"] == "completed" and trials.loc[5, "status"] == "failed"
     assert "fails on purpose" in trials.loc[5, "error"]
     assert len(_attempts(tmp_path, trials.loc[5, "trial_id"])) == 2  # the first try and one retry
     assert "tables:" in proc.stdout
+    assert "1 failed" in cluster.cli("status", tmp_path / "sweeps/failing").stdout
 
 
 def test_killed_job_is_resumed_without_rerunning_completed_trials(cluster, tmp_path):
@@ -157,7 +160,7 @@ def test_killed_job_is_resumed_without_rerunning_completed_trials(cluster, tmp_p
     # a short trial completes while a long one runs; a third has not started when the job is killed
     spec = _spec(tmp_path, name, {}, {"steps": 2, "step_seconds": 1.0}, max_concurrent=2,
                  search={"algorithm": "grid", "space": {"x": [0.1]},
-                         "include": [{"x": 0.5, "steps": 16}, {"x": 0.7}]})
+                         "include": [{"x": 0.5, "steps": 12}, {"x": 0.7}]})
     proc = cluster.cli("submit", spec, "--address", cluster.dashboard, "--py-module", CHAOS)
     job_id = proc.stdout.split("submitted job ", 1)[1].split()[0]
 
@@ -195,40 +198,51 @@ def _scrape(port: int) -> str:
 
 
 def test_asha_stops_trials_and_frees_their_gpus_for_the_next(cluster, tmp_path):
-    """Six trials of one logical GPU each on two GPUs: the sweep only finishes if every trial ASHA stops gives its
-    GPU (its Tune and Train placement groups) back."""
+    """Four trials of one logical GPU each on two GPUs: the last ones start only when trials ASHA stops give their
+    GPU (their Tune and Train placement groups) back; none is left behind when the sweep ends."""
     name = "asha"
-    spec = _spec(tmp_path, name, {"x": [0.3, 0.35, 0.6, 0.7, 0.8, 0.9]}, {"steps": 6, "step_seconds": 0.5},
+    spec = _spec(tmp_path, name, {"x": [0.3, 0.35, 0.8, 0.9]}, {"steps": 6, "step_seconds": 0.5},
                  resources={"gpus": 1, "cpus": 1}, max_concurrent=2,
                  scheduler={"type": "asha", "max_t": 100, "grace_period": 1, "reduction_factor": 2})
     cluster.cli("run", spec, "--address", cluster.address, timeout=900)
     trials = _trials(tmp_path, name)
-    assert len(trials) == 6 and trials.trial_id.is_unique
+    assert len(trials) == 4 and trials.trial_id.is_unique
     assert set(trials.status) <= {"completed", "stopped"} and (trials.status == "stopped").sum() >= 1
     assert (trials[trials.status == "completed"].device == "cpu").all()  # logical GPUs, run on the CPU
-    from ray.util.state import list_placement_groups
-    live = [pg for pg in list_placement_groups(address=cluster.dashboard) if pg.state != "REMOVED"]
+    live = [pg for pg in cluster.state("placement-groups") if pg["state"] != "REMOVED"]
     assert live == []
 
 
-def test_bad_input_is_refused_before_anything_is_submitted(cluster, tmp_path):
-    spec = _spec(tmp_path, "refused", {"x": [0.1]}, {"steps": 1})
+def test_bad_input_is_refused_before_anything_is_submitted(cluster, tmp_path, toy_spec, monkeypatch, capsys):
+    # `sweeplab submit` in this process (with the conftest's toy task): each refusal comes before any submission
+    toy_spec["storage"] = str(tmp_path / "sweeps")
+    spec = tmp_path / "toy.yaml"
+    spec.write_text(yaml.safe_dump(toy_spec))
     jobs_before = len(cluster.client().list_jobs())
-    unreachable = cluster.cli("submit", spec, "--address", f"http://127.0.0.1:{_free_port()}", rc=1)
-    assert "cannot reach the Ray dashboard" in unreachable.stderr and "nothing was submitted" in unreachable.stderr
-    no_token = {**cluster.env, "HOME": str(tmp_path), "RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": ""}
-    missing = cluster.cli("submit", spec, "--address", cluster.dashboard, rc=1, env=no_token)
-    assert "requires an authentication token and none was found" in missing.stderr
-    wrong = cluster.cli("submit", spec, "--address", cluster.dashboard, rc=1,
-                        env={**cluster.env, "RAY_AUTH_TOKEN": "not-the-token"})
-    assert "rejected the authentication token" in wrong.stderr
-    invalid = cluster.cli("submit", spec, "--address", cluster.dashboard, "--set", "search.algorithm=bayes", rc=2)
-    assert "search.algorithm" in invalid.stderr and "nothing was submitted" in invalid.stderr
-    relative = cluster.cli("submit", spec, "--address", cluster.dashboard, "--set", "storage=results", rc=2)
-    assert "relative path" in relative.stderr
+
+    def submit(*args: str, rc: int) -> str:
+        assert cli.main(["submit", str(spec), *args]) == rc
+        return capsys.readouterr().err
+
+    err = submit("--address", f"http://127.0.0.1:{free_port()}", rc=1)
+    assert "cannot reach the Ray dashboard" in err and "nothing was submitted" in err
+    err = submit("--address", cluster.dashboard, "--set", "search.algorithm=bayes", rc=2)
+    assert "search.algorithm" in err and "nothing was submitted" in err
+    assert "relative path" in submit("--address", cluster.dashboard, "--set", "storage=results", rc=2)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-token")
+    assert "rejected the authentication token" in submit("--address", cluster.dashboard, rc=1)
+    no_token = {"HOME": str(tmp_path), "RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": ""}
+    for key, value in no_token.items():
+        monkeypatch.setenv(key, value)
+    assert "requires an authentication token and none was found" in submit("--address", cluster.dashboard, rc=1)
+    monkeypatch.undo()
     assert len(cluster.client().list_jobs()) == jobs_before
-    run_no_token = cluster.cli("run", spec, "--address", cluster.address, rc=1, env=no_token)
+    # `sweeplab run` without the token: Ray's own connection refuses, and the CLI says why
+    chaos = _spec(tmp_path, "refused", {"x": [0.1]}, {"steps": 1})
+    run_no_token = cluster.cli("run", chaos, "--address", cluster.address, rc=1, env={**cluster.env, **no_token})
     assert "refused the connection" in run_no_token.stderr or "token" in run_no_token.stderr.lower()
+    assert not (tmp_path / "sweeps" / "refused" / "results").exists()
+
 
 def test_worker_node_killed_mid_trial_resumes_on_another_node(cluster, tmp_path):
     name = "node-loss"
@@ -241,9 +255,8 @@ def test_worker_node_killed_mid_trial_resumes_on_another_node(cluster, tmp_path)
             return st and st["trials"] and st["trials"][0]["metrics"].get("progress", 0) >= 0.3 and st["trials"][0]
         trial = _wait_for(running, 300, "the trial to checkpoint a third of its steps")
         first = _attempts(tmp_path, trial["trial_id"])[0]
-        from ray.util.state import list_nodes
-        node = next(n for n in list_nodes(address=cluster.dashboard, detail=True) if n.node_id == first["node"])
-        index = next(k.rsplit("_", 1)[1] for k in node.resources_total if k.startswith("sweeplab_worker_"))
+        node = next(n for n in cluster.state("nodes", "--detail") if n["node_id"] == first["node"])
+        index = next(k.rsplit("_", 1)[1] for k in node["resources_total"] if k.startswith("sweeplab_worker_"))
         cluster.script("kill-worker", index)
         out, _ = proc.communicate(timeout=400)
     finally:

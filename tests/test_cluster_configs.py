@@ -54,6 +54,7 @@ def test_aws_head_runs_no_trials_and_gpu_workers_autoscale(aws):
     assert aws["cluster_name"] == "sweeplab" and aws["provider"]["type"] == "aws"
     types = aws["available_node_types"]
     assert types[aws["head_node_type"]]["resources"]["CPU"] == 0
+    assert any("RAY_worker_maximum_startup_concurrency=8" in c for c in aws["head_start_ray_commands"])
     gpu = {name: t for name, t in types.items()
            if name != aws["head_node_type"] and re.match(r"(g|p)\d", t["node_config"]["InstanceType"])}
     assert gpu, "no worker type with a GPU instance"
@@ -110,6 +111,9 @@ def _check_cluster_spec(spec: dict) -> None:
     assert spec["enableInTreeAutoscaling"] is True
     assert spec["authOptions"] == {"mode": "token", "secretName": SECRET}
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    # with no CPUs Ray would start the head's worker processes (the trials' drivers) one at a time
+    head_env = {e["name"]: e for e in spec["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert int(head_env["RAY_worker_maximum_startup_concurrency"]["value"]) > 1
 
     gpu_groups = [g for g in spec["workerGroupSpecs"]
                   if any(int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) >= 1

@@ -4,6 +4,7 @@ import yaml
 from sweeplab import cli
 from sweeplab.search import grid_points
 from sweeplab.spec import Distribution, SpecError, load, parse
+from tests.conftest import free_port
 
 
 def test_valid_grid_spec(toy_spec):
@@ -92,10 +93,7 @@ def test_missing_and_broken_files(tmp_path):
 
 
 def test_unreachable_cluster_fails_fast(toy_spec, tmp_path, capsys):
-    import socket
-    with socket.socket() as s:  # a free port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(toy_spec))
     assert cli.main(["run", str(path), "--address", f"127.0.0.1:{port}"]) == 1

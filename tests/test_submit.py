@@ -14,6 +14,7 @@ import yaml
 
 from sweeplab import cli, results
 from sweeplab.submit import SubmitError, build_job, check_cluster, dashboard_url, find_token
+from tests.conftest import free_port
 
 
 def test_dashboard_url():
@@ -81,10 +82,7 @@ def test_check_cluster_tokens(fake_dashboard, tmp_path, monkeypatch):
 
 
 def test_check_cluster_not_a_dashboard(tmp_path):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(SubmitError, match="cannot reach"):
         check_cluster(f"http://127.0.0.1:{port}", timeout=2)
 

@@ -26,6 +26,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -173,7 +174,6 @@ def follow(client, job_id: str) -> str:
     asyncio.run(tail())
     status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
     while status not in TERMINAL:  # the log stream can end a moment before the status settles
-        import time
         time.sleep(0.5)
         status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
     return status
@@ -182,7 +182,6 @@ def follow(client, job_id: str) -> str:
 def _submit_job(client, job: dict, patience_s: float = 90.0) -> str:
     """``submit_job``, waiting while a cluster that just started has no job agent yet (HTTP 500 "No available
     agent"); any other refusal is a :class:`SubmitError`."""
-    import time
     deadline = time.monotonic() + patience_s
     while True:
         try:
