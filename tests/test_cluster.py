@@ -121,71 +121,54 @@ def _status(tmp_path: Path, name: str) -> dict | None:
         return None
 
 
-def test_submit_wait_runs_a_sweep_with_a_retried_trial(cluster, tmp_path):
-    """`sweeplab submit --wait` on the script's cluster: the job succeeds, a trial that raised once is retried from
-    its checkpoint, the tables hold every trial once, and the Jobs API shows the job by name."""
-    spec = _spec(tmp_path, "submitted", {"x": [0.1]}, {"steps": 3, "step_seconds": 0.3}, retries=1,
-                 search={"algorithm": "grid", "space": {"x": [0.1]},
-                         "include": [{"x": 0.6, "fail_attempts": 1, "fail_at_step": 1}]})
-    proc = cluster.cli("submit", spec, "--address", cluster.dashboard, "--py-module", CHAOS, "--wait")
-    job_id = proc.stdout.split("submitted job ", 1)[1].split()[0]
-    assert job_id.startswith("sweeplab-submitted-") and f"{cluster.dashboard}/#/jobs/{job_id}" in proc.stdout
-    assert f"job {job_id}: SUCCEEDED" in proc.stdout
-    info = cluster.client().get_job_info(job_id)
-    assert info.metadata["job_name"] == "sweeplab run submitted" and info.metadata["task"] == "chaos"
-    trials = _trials(tmp_path, "submitted").set_index("x").sort_index()
-    assert len(trials) == 2 and trials.trial_id.is_unique and set(trials.status) == {"completed"}
-    assert [a["start_step"] for a in _attempts(tmp_path, trials.loc[0.6, "trial_id"])] == [0, 1]  # from its checkpoint
-    assert len(_attempts(tmp_path, trials.loc[0.1, "trial_id"])) == 1
-    evals = pd.read_parquet(tmp_path / "sweeps/submitted/results/evaluations.parquet")
-    assert len(evals) == 2 * 3 and set(evals.trial_id) == set(trials.trial_id)
-    out = cluster.cli("status", tmp_path / "sweeps/submitted").stdout
-    best = trials.loc[trials.loss.idxmin()]
-    assert "2 completed" in out and "0 failed" in out and f"trial {best.trial_id}" in out
-
-
-def test_trial_failing_past_its_retries_is_recorded_and_the_others_complete(cluster, tmp_path):
-    spec = _spec(tmp_path, "failing", {"fail_attempts": [0, 5]}, {"steps": 1, "fail_at_step": 0}, retries=1)
-    proc = cluster.cli("run", spec, "--address", cluster.address, rc=1)
-    trials = _trials(tmp_path, "failing").set_index("fail_attempts")
-    assert trials.loc[0, "status"] == "completed" and trials.loc[5, "status"] == "failed"
-    assert "fails on purpose" in trials.loc[5, "error"]
-    assert len(_attempts(tmp_path, trials.loc[5, "trial_id"])) == 2  # the first try and one retry
-    assert "tables:" in proc.stdout
-    assert "1 failed" in cluster.cli("status", tmp_path / "sweeps/failing").stdout
-
-
-def test_killed_job_is_resumed_without_rerunning_completed_trials(cluster, tmp_path):
+def test_submitted_sweep_killed_mid_run_is_resumed_by_submit_wait(cluster, tmp_path):
+    """A sweep submitted as a job (`sweeplab submit`), watched through `sweeplab status` and the Ray metrics, is
+    killed mid-sweep and finished by `sweeplab submit --resume --wait`: the job succeeds, the completed trial is
+    not rerun, the interrupted one goes on from its checkpoint, a trial that raised once was retried from its
+    checkpoint, and the tables hold every trial once."""
     name = "interrupted"
-    # a short trial completes while a long one runs; a third has not started when the job is killed
-    spec = _spec(tmp_path, name, {}, {"steps": 2, "step_seconds": 1.0}, max_concurrent=2,
+    spec = _spec(tmp_path, name, {}, {"steps": 2, "step_seconds": 1.0}, max_concurrent=2, retries=1,
                  search={"algorithm": "grid", "space": {"x": [0.1]},
-                         "include": [{"x": 0.5, "steps": 12}, {"x": 0.7}]})
+                         "include": [{"x": 0.5, "steps": 12}, {"x": 0.7, "fail_attempts": 1, "fail_at_step": 1}]})
     proc = cluster.cli("submit", spec, "--address", cluster.dashboard, "--py-module", CHAOS)
     job_id = proc.stdout.split("submitted job ", 1)[1].split()[0]
+    assert job_id.startswith(f"sweeplab-{name}-") and f"{cluster.dashboard}/#/jobs/{job_id}" in proc.stdout
+    client = cluster.client()
+    info = client.get_job_info(job_id)
+    assert info.metadata["job_name"] == f"sweeplab run {name}" and info.metadata["task"] == "chaos"
 
-    def mid_sweep():
+    def mid_sweep():  # the short trial completed, the long one a quarter done
         st = _status(tmp_path, name)
         return st if st and st["counts"]["completed"] >= 1 and any(
-            t["status"] == "running" and t["metrics"].get("progress", 0) >= 0.25 for t in st["trials"]) else None
+            t["status"] == "running" and t["config"].get("x") == 0.5 and t["metrics"].get("progress", 0) >= 0.25
+            for t in st["trials"]) else None
 
-    before = _wait_for(mid_sweep, 400, "one trial completed and another a quarter done")
-    # the Ray metrics of the running sweep, on the head node's Prometheus endpoint
+    before = _wait_for(mid_sweep, 400, "one trial completed and the long one a quarter done")
+    # the Ray metrics of the running sweep, on a node's Prometheus endpoint
     _wait_for(lambda: any('ray_sweeplab_trial_progress{' in text and f'sweep="{name}"' in text
                           for text in map(_scrape, cluster.metrics_ports)), 60, "the sweep's metrics", every=2)
-    client = cluster.client()
     client.stop_job(job_id)
     _wait_for(lambda: str(client.get_job_status(job_id)).endswith("STOPPED"), 60, "the job to stop")
     done_before = {t["trial_id"] for t in before["trials"] if t["status"] == "completed"}
     assert 1 <= len(done_before) < 3
 
-    cluster.cli("submit", spec, "--address", cluster.dashboard, "--py-module", CHAOS, "--resume", "--wait")
-    trials = _trials(tmp_path, name)
+    proc = cluster.cli("submit", spec, "--address", cluster.dashboard, "--py-module", CHAOS, "--resume", "--wait")
+    resumed_id = proc.stdout.split("submitted job ", 1)[1].split()[0]
+    assert f"job {resumed_id}: SUCCEEDED" in proc.stdout
+    assert client.get_job_info(resumed_id).metadata["job_name"] == f"sweeplab resume {name}"
+    trials = _trials(tmp_path, name).set_index("x").sort_index()
     assert len(trials) == 3 and trials.trial_id.is_unique and set(trials.status) == {"completed"}
     for tid in done_before:
         assert len(_attempts(tmp_path, tid)) == 1, f"completed trial {tid} ran again"
-    resumed = [a for tid in trials.trial_id for a in _attempts(tmp_path, tid)[1:]]
-    assert resumed and max(a["start_step"] for a in resumed) > 0  # an interrupted trial went on from a checkpoint
+    long_run = _attempts(tmp_path, trials.loc[0.5, "trial_id"])
+    assert len(long_run) >= 2 and long_run[-1]["start_step"] >= 3  # went on from a checkpoint after the kill
+    retried = [a["start_step"] for a in _attempts(tmp_path, trials.loc[0.7, "trial_id"])]
+    assert retried[:2] == [0, 1] and min(retried[1:]) >= 1  # the retry started from the checkpoint of step 1
+    evals = pd.read_parquet(tmp_path / f"sweeps/{name}/results/evaluations.parquet")
+    assert len(evals) == 2 + 12 + 2 and set(evals.trial_id) == set(trials.trial_id)  # one row per step
+    out = cluster.cli("status", tmp_path / f"sweeps/{name}").stdout
+    best = trials.loc[trials.loss.idxmin()]
+    assert "3 completed" in out and "0 failed" in out and f"trial {best.trial_id}" in out
 
 
 def _scrape(port: int) -> str:
@@ -244,15 +227,21 @@ def test_bad_input_is_refused_before_anything_is_submitted(cluster, tmp_path, to
     assert not (tmp_path / "sweeps" / "refused" / "results").exists()
 
 
-def test_worker_node_killed_mid_trial_resumes_on_another_node(cluster, tmp_path):
+def test_worker_node_lost_mid_trial_and_a_trial_failing_past_its_retries(cluster, tmp_path):
+    """A worker node SIGKILLed mid-trial: the trial is retried on the other node from its last checkpoint and
+    completes. In the same sweep a trial that raises every time is recorded as failed after its retries, the other
+    trials complete, and `sweeplab run` exits 1."""
     name = "node-loss"
-    spec = _spec(tmp_path, name, {"x": [0.3]}, {"steps": 10, "step_seconds": 1.0}, retries=2)
+    spec = _spec(tmp_path, name, {}, {"steps": 10, "step_seconds": 1.0}, retries=2,
+                 search={"algorithm": "grid", "space": {"x": [0.3]},
+                         "include": [{"x": 0.9, "steps": 1, "fail_attempts": 5, "fail_at_step": 0}]})
     proc = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", "run", str(spec), "--address", cluster.address],
                             cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         def running():
             st = _status(tmp_path, name)
-            return st and st["trials"] and st["trials"][0]["metrics"].get("progress", 0) >= 0.3 and st["trials"][0]
+            return st and next((t for t in st["trials"] if t["config"].get("x") == 0.3
+                                and t["metrics"].get("progress", 0) >= 0.3), None)
         trial = _wait_for(running, 300, "the trial to checkpoint a third of its steps")
         first = _attempts(tmp_path, trial["trial_id"])[0]
         node = next(n for n in cluster.state("nodes", "--detail") if n["node_id"] == first["node"])
@@ -262,9 +251,11 @@ def test_worker_node_killed_mid_trial_resumes_on_another_node(cluster, tmp_path)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-    assert proc.returncode == 0, out[-4000:]
-    trials = _trials(tmp_path, name)
-    assert len(trials) == 1 and trials.status.item() == "completed"
+    assert proc.returncode == 1 and "tables:" in out, out[-4000:]
+    trials = _trials(tmp_path, name).set_index("x")
+    assert len(trials) == 2 and trials.loc[0.3, "status"] == "completed"
     attempts = _attempts(tmp_path, trial["trial_id"])
     assert len(attempts) == 2 and attempts[1]["node"] != first["node"] and attempts[1]["start_step"] >= 3
-
+    assert trials.loc[0.9, "status"] == "failed" and "fails on purpose" in trials.loc[0.9, "error"]
+    assert len(_attempts(tmp_path, trials.loc[0.9, "trial_id"])) == 3  # the first try and two retries
+    assert "1 failed" in cluster.cli("status", tmp_path / f"sweeps/{name}").stdout

@@ -60,3 +60,15 @@ def test_local_tpe_search_and_cli(toy_spec, tmp_path, capsys):
     path.write_text(yaml.safe_dump(toy_spec))
     assert cli.main(["resume", str(path), "--local"]) == 1
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_final_report_is_rebuilt_from_the_trial_row(toy_spec, tmp_path):
+    """What a resumed Ray sweep reports for a trial that had completed: the same as the trial's own last report."""
+    from sweeplab.local import LocalContext
+    from sweeplab.trial import FINAL_KEY, final_report, run_trial
+    spec = parse(toy_spec)
+    ctx = LocalContext(trial_id="t0", seed=0, trial_dir=tmp_path / "t0")
+    final = run_trial(spec.task, {"lr": 0.05}, ctx, sweep=spec.name, sweep_dir=spec.sweep_dir, code_version="test")
+    rebuilt = final_report(spec.task, results.completed_trial(spec.sweep_dir, "t0"))
+    assert rebuilt == {**final, FINAL_KEY: 1} and {"loss", "lr_times_two", "params", "gmacs"} <= rebuilt.keys()
+    assert "lr" not in rebuilt and "steps" not in rebuilt  # config values are not metrics

@@ -19,7 +19,7 @@ import torch
 
 from . import results
 from .spec import Spec
-from .trial import FINAL_KEY, run_trial, split_params
+from .trial import FINAL_KEY, final_report, run_trial, split_params
 
 _CKPT = "state.pt"
 # The Tune trial itself only waits on its TorchTrainer; the Train workers hold the real resources. Tune refuses an
@@ -100,6 +100,13 @@ def _make_driver(spec: Spec, code_version: str):
         from ray.train.torch import TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
         trial_id = ray.tune.get_context().get_trial_id()
+        done = results.completed_trial(Path(sweep_dir), trial_id)
+        if done is not None and done.get("status") == "completed":
+            # A resumed sweep whose experiment state was saved before this trial ended (Tune saves it every few
+            # seconds, not at each trial's end): its results are already in storage, so report them, don't rerun.
+            print(f"[{trial_id}] already completed (its results are in storage): not run again", flush=True)
+            ray.tune.report(final_report(task, done))
+            return
         values, seed = split_params({**params, **params.get("_point", {})})
         resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
         from ray.train.torch import TorchConfig

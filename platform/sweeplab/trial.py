@@ -37,6 +37,20 @@ def final_metrics(cfg_fields: set[str], metrics: dict[str, Any]) -> dict[str, An
     return {(f"metric_{k}" if k in taken else k): v for k, v in metrics.items()}
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def final_report(task: Task, row: dict[str, Any]) -> dict[str, Any]:
+    """The last report of a trial that already completed, rebuilt from its trial row: what :func:`run_trial`
+    reported (its metrics, params, GMACs and training time), so a resumed sweep can report the trial again instead
+    of running it again."""
+    taken = set(C.fields(task.config)) | set(results.TRIAL_COLUMNS)
+    report = {k: v for k, v in row.items() if k not in taken and _number(v)}
+    report.update({k: row[k] for k in ("params", "gmacs", "train_seconds") if _number(row.get(k))})
+    return {**report, FINAL_KEY: 1}
+
+
 def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: str, sweep_dir: Path,
               code_version: str) -> dict[str, Any]:
     """Build the config, train, evaluate on rank 0, write the trial's fragment, report the final metrics."""
@@ -60,7 +74,7 @@ def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: s
                "ended_at": dt.datetime.now(dt.timezone.utc), **C.scalar_columns(cfg), **metrics}
         rows = [{"sweep": sweep, "task": task.name, "trial_id": ctx.trial_id, **r} for r in evaluation.rows]
         results.write_fragment(sweep_dir, ctx.trial_id, row, rows)
-        final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        final = {k: v for k, v in metrics.items() if _number(v)}
         final.update(params=cost.params, gmacs=cost.gmacs, train_seconds=train_seconds)
     ctx.report({**final, FINAL_KEY: 1})
     return final
