@@ -115,3 +115,15 @@ def test_tasks_lists_the_papers(capsys):
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert {"compression", "segmentation"} <= set(lines)  # (and the tests' toy task)
     assert "Dumas" in lines["compression"] and "Kanezaki" in lines["segmentation"]
+
+
+@pytest.mark.ray
+def test_embedded_ray_serves_the_state_api():
+    """The embedded Ray of `sweeplab run` has its dashboard. Ray Train's placement-group cleaner asks the state API
+    whether a stopped trial's Train controller is gone before it frees the trial's resources; without the API an
+    ASHA sweep on one machine waited forever for the resources of the trials it had stopped."""
+    import subprocess
+    code = ("import ray; from ray.util.state import list_nodes; from sweeplab.cli import _init_ray; "
+            "assert _init_ray(None); print('nodes', len(list_nodes())); ray.shutdown()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "nodes 1" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]

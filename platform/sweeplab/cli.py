@@ -203,7 +203,10 @@ def _init_ray(address: str | None) -> bool:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(include_dashboard=False, log_to_driver=True)
+            # With the dashboard: it is where a user watches the sweep, and Ray Train's placement-group cleaner
+            # asks its state API whether a trial's Train controller still lives. Without it, a trial ASHA stops
+            # keeps its resources and the sweep waits forever for them.
+            ray.init(include_dashboard=True, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         print(f"error: cannot connect to the Ray cluster at {address!r}: {exc}", file=sys.stderr)
         return False
