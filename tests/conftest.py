@@ -69,16 +69,20 @@ def toy_spec(tmp_path):
             "metric": "loss", "mode": "min", "storage": str(tmp_path / "results")}
 
 
+def run_cli(args, cwd, *, rc: int | None = 0, env: dict | None = None, timeout: float = 900):
+    """Runs the ``sweeplab`` command in a subprocess, as a user would, asserts its exit code (unless ``rc`` is None)
+    and returns the completed process (``stdout``/``stderr`` as text)."""
+    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=timeout)
+    if rc is not None:
+        assert proc.returncode == rc, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
 @pytest.fixture
 def sweeplab_cli():
-    """Runs the ``sweeplab`` command in a subprocess, as a user would, asserts it exits 0 and returns the
-    completed process (``stdout``/``stderr`` as text)."""
-    def run(args, cwd):
-        proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                              text=True, timeout=900)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-        return proc
-    return run
+    """:func:`run_cli` with exit code 0."""
+    return run_cli
 
 
 def free_port() -> int:

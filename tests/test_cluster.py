@@ -20,7 +20,7 @@ import yaml
 
 from sweeplab import cli
 from sweeplab.results import sweep_status
-from tests.conftest import free_port
+from tests.conftest import free_port, run_cli
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "cluster" / "local-cluster.sh"
@@ -38,11 +38,7 @@ class Cluster:
     env: dict[str, str]
 
     def cli(self, *args, rc: int | None = 0, env: dict | None = None, timeout: float = 600):
-        proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", *map(str, args)], cwd=ROOT, text=True,
-                              capture_output=True, env=env or self.env, timeout=timeout)
-        if rc is not None:
-            assert proc.returncode == rc, proc.stdout[-4000:] + proc.stderr[-4000:]
-        return proc
+        return run_cli(args, ROOT, rc=rc, env=env or self.env, timeout=timeout)
 
     def script(self, *args):
         return subprocess.run([str(SCRIPT), *map(str, args), "--dir", str(self.dir)], env=self.env, text=True,

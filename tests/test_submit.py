@@ -94,7 +94,8 @@ def test_job_carries_the_spec_the_package_and_the_overrides(tmp_path, toy_spec, 
     spec.write_text(yaml.safe_dump(toy_spec))
     stage = tmp_path / "stage"
     stage.mkdir()
-    job = build_job(spec, ["lr=0.5", "name=a.b", "search.space.width=[1, 2]"], stage, resume=False, py_modules=[], env=["WANDB_MODE=off"])
+    job = build_job(spec, ["lr=0.5", "name=a.b", "search.space.width=[1, 2]"], stage, resume=False, py_modules=[],
+                    env=["WANDB_MODE=off"])
     assert shlex.split(job["entrypoint"]) == ["python", "-m", "sweeplab.cli", "run", "toy sweep.yaml", "--address",
                                              "auto", "--set", "lr=0.5", "name=a.b", "search.space.width=[1, 2]"]
     env = job["runtime_env"]

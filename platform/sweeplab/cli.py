@@ -108,12 +108,8 @@ def _cmd_run(args) -> int:
         return 1
     version = code_version()
     from .results import write_sweep_info
-    if spec.algorithm == "grid":
-        from .search import grid_points
-        planned = len(grid_points(spec))
-    else:
-        planned = spec.num_samples
-    write_sweep_info(spec, planned)
+    from .search import planned_trials
+    write_sweep_info(spec, planned_trials(spec))
     print(f"sweep {spec.name}: task {spec.task.name}, search {spec.algorithm}, results in {spec.sweep_dir}",
           flush=True)
     if args.local:

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from . import results
 from .context import LocalContext
-from .search import grid_points, optuna_sampler, optuna_space
+from .search import grid_points, optuna_sampler, optuna_space, planned_trials
 from .spec import Spec
 from .trial import SEED_KEY, run_trial, split_params
 
@@ -42,9 +42,8 @@ def _trials(spec: Spec) -> Iterator[tuple[str, dict[str, Any], Any]]:
 def run_local(spec: Spec, code_version: str) -> dict[str, int]:
     sweep_dir = spec.sweep_dir
     counts = {"completed": 0, "failed": 0, "skipped": 0}
-    all_trials = list(_trials(spec)) if spec.algorithm == "grid" else None
-    total = len(all_trials) if all_trials is not None else spec.num_samples
-    for n, (trial_id, params, tell) in enumerate(all_trials or _trials(spec), start=1):
+    total = planned_trials(spec)
+    for n, (trial_id, params, tell) in enumerate(_trials(spec), start=1):
         values, seed = split_params(params)
         done = results.completed_trial(sweep_dir, trial_id)
         if done is not None and done.get("status") == "completed":

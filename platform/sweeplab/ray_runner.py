@@ -19,7 +19,7 @@ import torch
 
 from . import results
 from .spec import Spec
-from .trial import FINAL_KEY, final_report, run_trial, split_params
+from .trial import FINAL_KEY, final_report, finite_number, run_trial, split_params
 
 _CKPT = "state.pt"
 # The Tune trial itself only waits on its TorchTrainer; the Train workers hold the real resources. Tune refuses an
@@ -97,7 +97,7 @@ def _make_driver(spec: Spec, code_version: str):
     def _driver(params: dict[str, Any]) -> None:
         import ray.train
         import ray.tune
-        from ray.train.torch import TorchTrainer
+        from ray.train.torch import TorchConfig, TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
         trial_id = ray.tune.get_context().get_trial_id()
         done = results.completed_trial(Path(sweep_dir), trial_id)
@@ -109,8 +109,7 @@ def _make_driver(spec: Spec, code_version: str):
             return
         values, seed = split_params({**params, **params.get("_point", {})})
         resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-        from ray.train.torch import TorchConfig
-        import torch.distributed as dist
+        dist = torch.distributed
         # NCCL for GPU trials when this torch build has it (the nodes share one image); a CPU-only build, as on a
         # local cluster with logical GPUs, falls back to gloo.
         backend = "nccl" if gpus and dist.is_available() and dist.is_nccl_available() else "gloo"
@@ -163,7 +162,7 @@ def _results_callback(spec: Spec):
             for name, key in (("progress", "progress"), ("loss", "loss"), ("objective", self.objective),
                               ("iteration", "training_iteration")):
                 value = result.get(key)
-                if isinstance(value, (int, float)) and math.isfinite(value):
+                if finite_number(value):
                     self._gauges[name].set(float(value), tags=tags)
 
         def on_trial_start(self, iteration, trials, trial, **info):

@@ -17,6 +17,11 @@ def grid_points(spec: Spec) -> list[dict[str, Any]]:
     return [{**spec.config, **p, SEED_KEY: spec.seed + rep} for rep in range(spec.num_samples) for p in points]
 
 
+def planned_trials(spec: Spec) -> int:
+    """How many trials the sweep runs: every grid point, or ``num_samples`` draws of a sampler."""
+    return len(grid_points(spec)) if spec.algorithm == "grid" else spec.num_samples
+
+
 def optuna_sampler(spec: Spec):
     import optuna
     if spec.algorithm == "random":

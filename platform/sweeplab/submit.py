@@ -6,7 +6,6 @@ authentication a token is found (``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH_TOKEN
 the order Ray itself uses) and accepted.
 
 What travels with the job (its runtime environment):
-The spec's ``storage`` must be an absolute path that every node sees (a shared filesystem).
 
 * ``working_dir``: a folder holding only the spec file, so the job's ``sweeplab run`` reads the same spec.
 * ``py_modules``: the ``sweeplab`` package as installed here, tasks included (what the project's wheel holds),
@@ -100,12 +99,10 @@ def check_cluster(url: str, timeout: float = 5.0) -> dict[str, str]:
 def _storage_problem(spec_path: Path, overrides: list[str]) -> str | None:
     """A relative storage path would land in the job's temporary working folder on the head node."""
     import yaml
+    from .spec import apply_overrides
     raw = yaml.safe_load(spec_path.read_text()) or {}
+    apply_overrides(raw, overrides, None)  # `storage` is a top-level key; load() already reported other problems
     storage = str(raw.get("storage", "results"))
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key == "storage":
-            storage = value
     if os.path.isabs(os.path.expanduser(storage)):
         return None
     return (f"storage {storage!r} is a relative path: a submitted sweep runs in a temporary folder on the head "

@@ -37,8 +37,9 @@ def final_metrics(cfg_fields: set[str], metrics: dict[str, Any]) -> dict[str, An
     return {(f"metric_{k}" if k in taken else k): v for k, v in metrics.items()}
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def finite_number(v: Any) -> bool:
+    """A metric value Tune and the Ray metrics can take: an int or float that is not NaN or infinite."""
+    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def final_report(task: Task, row: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +47,8 @@ def final_report(task: Task, row: dict[str, Any]) -> dict[str, Any]:
     reported (its metrics, params, GMACs and training time), so a resumed sweep can report the trial again instead
     of running it again."""
     taken = set(C.fields(task.config)) | set(results.TRIAL_COLUMNS)
-    report = {k: v for k, v in row.items() if k not in taken and _number(v)}
-    report.update({k: row[k] for k in ("params", "gmacs", "train_seconds") if _number(row.get(k))})
+    report = {k: v for k, v in row.items() if k not in taken and finite_number(v)}
+    report.update({k: row[k] for k in ("params", "gmacs", "train_seconds") if finite_number(row.get(k))})
     return {**report, FINAL_KEY: 1}
 
 
@@ -74,7 +75,7 @@ def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: s
                "ended_at": dt.datetime.now(dt.timezone.utc), **C.scalar_columns(cfg), **metrics}
         rows = [{"sweep": sweep, "task": task.name, "trial_id": ctx.trial_id, **r} for r in evaluation.rows]
         results.write_fragment(sweep_dir, ctx.trial_id, row, rows)
-        final = {k: v for k, v in metrics.items() if _number(v)}
+        final = {k: v for k, v in metrics.items() if finite_number(v)}
         final.update(params=cost.params, gmacs=cost.gmacs, train_seconds=train_seconds)
     ctx.report({**final, FINAL_KEY: 1})
     return final

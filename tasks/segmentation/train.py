@@ -51,7 +51,8 @@ def train(cfg, data, ctx) -> list[dict]:
                          **image_metrics(pred, sample.gts)})
         rows += [row for part in ctx.all_gather(mine) for row in part]
         done, mean_f = min(n, (rnd + 1) * world), float(np.mean([r["f_measure"] for r in rows]))
-        ctx.report({"images_done": done, "progress": done / n, "mean_f_measure": mean_f}, checkpoint={"rows": rows, "round": rnd + 1})
+        ctx.report({"images_done": done, "progress": done / n, "mean_f_measure": mean_f},
+                   checkpoint={"rows": rows, "round": rnd + 1})
         ctx.log(f"{done}/{n} images, mean F-measure {mean_f:.4f}")
     return sorted(rows, key=lambda r: r["image"])
 
