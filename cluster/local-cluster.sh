@@ -4,6 +4,7 @@
 #
 #   cluster/local-cluster.sh start [--workers 2] [--worker-cpus 1] [--worker-gpus 0] [--head-cpus 0]
 #                                  [--port 6390] [--dashboard-port 8266] [--dir /tmp/sweeplab-cluster]
+#                                  [--private-tmp]
 #   cluster/local-cluster.sh status      [--dir ...]   the nodes Ray sees
 #   cluster/local-cluster.sh kill-worker I [--dir ...] SIGKILL worker node I's raylet (a node failure)
 #   cluster/local-cluster.sh stop        [--dir ...]   stop this cluster's processes (other Ray instances are left)
@@ -14,6 +15,9 @@
 #   SWEEPLAB_METRICS_PORTS=...                 each node's Prometheus endpoint (http://127.0.0.1:P/metrics)
 # Worker node I carries the custom resource `sweeplab_worker_I` (used by kill-worker) and, with --worker-gpus G,
 # G *logical* GPUs: Ray schedules GPU trials there although the machine has none (the trial then runs on the CPU).
+# --private-tmp (root only; Linux mount namespaces): each worker node runs in its own mount namespace with an empty
+# tmpfs over /tmp (and over $TMPDIR when set), so it sees none of the head's temporary files, as separate machines
+# would not; a sweep whose storage is a local folder under /tmp then fails there, one on s3:// must not.
 # The head gets no CPUs by default, as on a real cluster, so Train workers land on worker nodes while the job and
 # the per-trial drivers stay on the head.
 # Token authentication: current Ray turns it on for new clusters and keeps the token in ~/.ray/auth_token (or
@@ -24,7 +28,7 @@ set -euo pipefail
 cmd=${1:-}
 shift || true
 WORKERS=2 WORKER_CPUS=1 WORKER_GPUS=0 HEAD_CPUS=0 PORT=6390 DASHBOARD_PORT=8266 DIR=/tmp/sweeplab-cluster
-index=
+PRIVATE_TMP=0 index=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --workers) WORKERS=$2; shift 2 ;;
@@ -34,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     --port) PORT=$2; shift 2 ;;
     --dashboard-port) DASHBOARD_PORT=$2; shift 2 ;;
     --dir) DIR=$2; shift 2 ;;
+    --private-tmp) PRIVATE_TMP=1; shift ;;
     [0-9]*) index=$1; shift ;;
     *) echo "error: unknown argument '$1' (see the usage at the top of $0)" >&2; exit 2 ;;
   esac
@@ -94,6 +99,18 @@ case $cmd in
       echo "error: a cluster is already running under $DIR (stop it first: $0 stop --dir $DIR)" >&2; exit 1
     fi
     mkdir -p "$DIR"
+    private=()
+    if [[ $PRIVATE_TMP == 1 ]]; then
+      # `unshare -m` makes the new namespace's mounts private, so the tmpfs never shows on the host. The node's own
+      # temp dir (DIR/ray-wI) is made again inside it; its log is opened here, outside.
+      tmps="/tmp${TMPDIR:+ $TMPDIR}"
+      # shellcheck disable=SC2016
+      private=(unshare -m sh -c 'for d in $1; do
+          mkdir -p "$d" && mount -t tmpfs -o mode=1777 sweeplab-private "$d" || exit 1
+        done
+        mkdir -p "$2" && shift 2 && exec "$@"' sh "$tmps" "$DIR")
+      "${private[@]}" true || { echo "error: --private-tmp needs root and mount namespaces (unshare -m)" >&2; exit 1; }
+    fi
     [[ $RAY_AUTH_MODE == token ]] && "$RAY" get-auth-token --generate >/dev/null
     # Every process of the cluster inherits this address. Ray code that finds "its" cluster by looking for running
     # ones (Ray Train's placement-group cleaner, which frees a stopped trial's resources, queries the state API that
@@ -114,8 +131,8 @@ case $cmd in
     for i in $(seq 1 "$WORKERS"); do
       m=$(free_port)
       metrics_ports+=("$m")
-      "$RAY" start --address "127.0.0.1:$PORT" --node-ip-address 127.0.0.1 --num-cpus "$WORKER_CPUS" \
-        --num-gpus "$WORKER_GPUS" --resources "{\"sweeplab_worker_$i\": 1}" \
+      "${private[@]}" "$RAY" start --address "127.0.0.1:$PORT" --node-ip-address 127.0.0.1 \
+        --num-cpus "$WORKER_CPUS" --num-gpus "$WORKER_GPUS" --resources "{\"sweeplab_worker_$i\": 1}" \
         --dashboard-agent-listen-port "$(free_port)" --metrics-export-port "$m" \
         --temp-dir "$DIR/ray-w$i" --disable-usage-stats >"$DIR/worker-$i.log" 2>&1 \
         || { cat "$DIR/worker-$i.log" >&2; echo "error: worker node $i did not start (log above)" >&2; stop; exit 1; }
@@ -150,5 +167,5 @@ case $cmd in
     echo "killed worker node $index (raylet pid $pid)"
     ;;
   stop) stop ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

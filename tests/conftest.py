@@ -1,65 +1,27 @@
-"""Shared fixtures: a tiny in-process task for testing the core without any paper's model."""
+"""Shared fixtures: the toy task (``tests/plugins/sweeplab_toy``) for testing the core without any paper's model,
+the environment that makes the test plugins importable in CLI subprocesses and Ray workers, CLI helpers."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from pathlib import Path
 
 import pytest
-import torch
 
-from sweeplab.config import param
-from sweeplab.task import Evaluation, Task, register_task
+PLUGINS = Path(__file__).parent / "plugins"
+sys.path.insert(0, str(PLUGINS))
+import sweeplab_chaos  # noqa: E402,F401 - registers the chaos task in this process
+from sweeplab_toy import TOY, ToyConfig  # noqa: E402,F401 - registers the toy task in this process
 
-
-@dataclass(frozen=True)
-class ToyConfig:
-    lr: float = param(0.1, "learning rate", low=0.0, high=10.0)
-    steps: int = param(5, "training steps", low=1)
-    width: int = param(4, "hidden width", low=1)
-    optimizer: str = param("sgd", "optimiser", choices=("sgd", "adam"))
-    fail: bool = param(False, "raise during training (to test failure handling)")
-    sizes: tuple[int, ...] = param((1, 2), "evaluation sizes", low=1)
-
-
-def _build(cfg):
-    return torch.nn.Sequential(torch.nn.Linear(3, cfg.width), torch.nn.ReLU(), torch.nn.Linear(cfg.width, 1))
-
-
-def _train(cfg, data, ctx):
-    if cfg.fail:
-        raise RuntimeError("toy trial asked to fail")
-    model = ctx.prepare_model(_build(cfg))
-    start = 0
-    if (ckpt := ctx.load_checkpoint()) is not None:
-        model.load_state_dict(ckpt["model"])
-        start = ckpt["step"]
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    for step in range(start, cfg.steps):
-        loss = torch.nn.functional.mse_loss(model(data[0]), data[1])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        ctx.report({"step": step, "loss": loss.item()}, checkpoint={"model": model.state_dict(), "step": step + 1})
-    return model
-
-
-def _evaluate(cfg, model, data, ctx):
-    with torch.no_grad():
-        loss = float(torch.nn.functional.mse_loss(model(data[0]), data[1]))
-    return Evaluation({"loss": loss, "lr_times_two": 2 * cfg.lr},
-                      [{"size": s, "value": loss * s, "note": None if s == 1 else "big"} for s in cfg.sizes])
-
-
-def _data(cfg):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(32, 3, generator=g)
-    return x, x.sum(1, keepdim=True)
-
-
-TOY = register_task(Task(name="toy", config=ToyConfig, build_model=_build, input_shape=lambda cfg: (8, 3),
-                         load_data=_data, train=_train, evaluate=_evaluate, summary=("loss",)))
+# For subprocesses (the CLI, an embedded Ray's workers): the test plugins on the path, the toy and chaos tasks
+# registered.
+PLUGIN_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS),
+                                                                        os.environ.get("PYTHONPATH")])),
+              "SWEEPLAB_TASK_MODULES": ",".join(filter(None, ["sweeplab_toy", "sweeplab_chaos",
+                                                               os.environ.get("SWEEPLAB_TASK_MODULES")]))}
 
 
 @pytest.fixture
@@ -85,8 +47,57 @@ def sweeplab_cli():
     return run_cli
 
 
+def wait_for(predicate, timeout: float, what: str, every: float = 1.0):
+    """``predicate()``'s first true value, polled every ``every`` s; AssertionError naming ``what`` after
+    ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := predicate():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def free_port() -> int:
     """A local TCP port nobody listens on (for an unreachable address, or a cluster's ports)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (moto's, in a subprocess bound to 127.0.0.1 so Ray workers and CLI
+    subprocesses reach it too) with the bucket ``sweeps``; yields the AWS variables that point at it. Its state is
+    in memory: tests share it, so each writes under its own prefix."""
+    import time
+    import urllib.error
+    import urllib.request
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log.open("w"), stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "sweeplab-test", "AWS_SECRET_ACCESS_KEY": "sweeplab-test-secret",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(env["AWS_ENDPOINT_URL"], timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.1)
+        import boto3
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                     aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket="sweeps")
+        yield env
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

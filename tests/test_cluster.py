@@ -3,6 +3,7 @@ and two worker nodes of 1 CPU and 1 logical GPU each), with the ``chaos`` task o
 submitted as a job, a failing trial retried, a killed job resumed, ASHA stopping trials, a worker node lost."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,9 +11,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -20,7 +21,7 @@ import yaml
 
 from sweeplab import cli
 from sweeplab.results import sweep_status
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, run_cli, wait_for
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "cluster" / "local-cluster.sh"
@@ -59,11 +60,15 @@ class Cluster:
         return JobSubmissionClient(self.dashboard, headers=check_cluster(self.dashboard))
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextlib.contextmanager
+def local_cluster(env: dict[str, str] | None = None, *start_flags) -> Iterator[Cluster]:
+    """A head and two worker nodes (1 CPU, 1 logical GPU each) started by ``local-cluster.sh`` with ``env`` (this
+    process's by default) plus the chaos task and fast node-failure detection; ``start_flags`` go to its ``start``
+    (``--private-tmp``)."""
     where = Path(tempfile.mkdtemp(prefix="slc", dir="/tmp"))  # short: Ray's socket paths live under it
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(CHAOS.parent), os.environ.get("PYTHONPATH")])),
+    base = os.environ if env is None else env
+    env = {**base, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(CHAOS.parent), base.get("PYTHONPATH")])),
            "SWEEPLAB_TASK_MODULES": "sweeplab_chaos", "RAY_AUTH_MODE": "token",
            # notice a killed node within seconds instead of Ray's default of about half a minute
            "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
@@ -72,7 +77,7 @@ def cluster():
     c = Cluster(where, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", [], env)
     try:
         c.script("start", "--workers", 2, "--worker-cpus", 1, "--worker-gpus", 1, "--port", port,
-                 "--dashboard-port", dash)
+                 "--dashboard-port", dash, *start_flags)
         values = dict(line.split("=", 1) for line in (where / "cluster.env").read_text().split())
         c.metrics_ports = [int(p) for p in values["SWEEPLAB_METRICS_PORTS"].split(",")]
         assert values["RAY_ADDRESS"] == c.address and values["SWEEPLAB_DASHBOARD"] == c.dashboard
@@ -80,6 +85,12 @@ def cluster():
     finally:
         subprocess.run([str(SCRIPT), "stop", "--dir", str(where)], env=env, capture_output=True, timeout=120)
         shutil.rmtree(where, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with local_cluster() as c:
+        yield c
 
 
 def _spec(tmp_path: Path, name: str, space: dict, config: dict, **extra) -> Path:
@@ -98,16 +109,7 @@ def _attempts(tmp_path: Path, trial_id: str) -> list[dict]:
 
 
 def _trials(tmp_path: Path, name: str) -> pd.DataFrame:
-    return pd.read_parquet(tmp_path / "sweeps" / name / "results" / "trials.parquet")
-
-
-def _wait_for(predicate, timeout: float, what: str, every: float = 1.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := predicate():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return pd.read_parquet(tmp_path / "sweeps" / name / "results" / "trials")
 
 
 def _status(tmp_path: Path, name: str) -> dict | None:
@@ -139,12 +141,12 @@ def test_submitted_sweep_killed_mid_run_is_resumed_by_submit_wait(cluster, tmp_p
             t["status"] == "running" and t["config"].get("x") == 0.5 and t["metrics"].get("progress", 0) >= 0.25
             for t in st["trials"]) else None
 
-    before = _wait_for(mid_sweep, 400, "one trial completed and the long one a quarter done")
+    before = wait_for(mid_sweep, 400, "one trial completed and the long one a quarter done")
     # the Ray metrics of the running sweep, on a node's Prometheus endpoint
-    _wait_for(lambda: any('ray_sweeplab_trial_progress{' in text and f'sweep="{name}"' in text
+    wait_for(lambda: any('ray_sweeplab_trial_progress{' in text and f'sweep="{name}"' in text
                           for text in map(_scrape, cluster.metrics_ports)), 60, "the sweep's metrics", every=2)
     client.stop_job(job_id)
-    _wait_for(lambda: str(client.get_job_status(job_id)).endswith("STOPPED"), 60, "the job to stop")
+    wait_for(lambda: str(client.get_job_status(job_id)).endswith("STOPPED"), 60, "the job to stop")
     done_before = {t["trial_id"] for t in before["trials"] if t["status"] == "completed"}
     assert 1 <= len(done_before) < 3
 
@@ -160,7 +162,7 @@ def test_submitted_sweep_killed_mid_run_is_resumed_by_submit_wait(cluster, tmp_p
     assert len(long_run) >= 2 and long_run[-1]["start_step"] >= 3  # went on from a checkpoint after the kill
     retried = [a["start_step"] for a in _attempts(tmp_path, trials.loc[0.7, "trial_id"])]
     assert retried[:2] == [0, 1] and min(retried[1:]) >= 1  # the retry started from the checkpoint of step 1
-    evals = pd.read_parquet(tmp_path / f"sweeps/{name}/results/evaluations.parquet")
+    evals = pd.read_parquet(tmp_path / f"sweeps/{name}/results/evaluations")
     assert len(evals) == 2 + 12 + 2 and set(evals.trial_id) == set(trials.trial_id)  # one row per step
     out = cluster.cli("status", tmp_path / f"sweeps/{name}").stdout
     best = trials.loc[trials.loss.idxmin()]
@@ -238,7 +240,7 @@ def test_worker_node_lost_mid_trial_and_a_trial_failing_past_its_retries(cluster
             st = _status(tmp_path, name)
             return st and next((t for t in st["trials"] if t["config"].get("x") == 0.3
                                 and t["metrics"].get("progress", 0) >= 0.3), None)
-        trial = _wait_for(running, 300, "the trial to checkpoint a third of its steps")
+        trial = wait_for(running, 300, "the trial to checkpoint a third of its steps")
         first = _attempts(tmp_path, trial["trial_id"])[0]
         node = next(n for n in cluster.state("nodes", "--detail") if n["node_id"] == first["node"])
         index = next(k.rsplit("_", 1)[1] for k in node["resources_total"] if k.startswith("sweeplab_worker_"))

@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 import pytest
 
 from sweeplab import config as C
@@ -25,9 +27,31 @@ def test_build_reports_every_problem_at_once():
 
 def test_fields_carry_docs_and_valid_values():
     info = C.fields(ToyConfig)
-    assert list(info) == ["lr", "steps", "width", "optimizer", "fail", "sizes"]
+    assert list(info)[:7] == ["lr", "steps", "width", "optimizer", "momentum", "fail", "sizes"]  # declaration order
     assert info["optimizer"].choices == ("sgd", "adam") and info["lr"].doc == "learning rate"
     assert info["sizes"].type is tuple and info["sizes"].item_type is int
+
+
+def test_empty_tuples_need_allow_empty():
+    with pytest.raises(ValueError, match=r"^sizes: empty list \(give at least one value\)$"):
+        C.build(ToyConfig, {"sizes": []})
+
+    @dataclass(frozen=True)
+    class Tags:
+        tags: tuple[str, ...] = C.param(("a",), "extra tags", allow_empty=True)
+        ids: tuple[int, ...] = C.param((1,), "ids")
+
+    assert C.fields(Tags)["tags"].allow_empty and not C.fields(Tags)["ids"].allow_empty
+    assert C.build(Tags, {"tags": []}).tags == ()
+    with pytest.raises(ValueError, match="ids: empty list"):
+        C.build(Tags, {"ids": ()})
+
+
+def test_conditions_are_described_and_chained():
+    infos = C.fields(ToyConfig)
+    assert infos["momentum"].condition() == "optimizer=sgd" and infos["lr"].condition() == ""
+    assert C.active(ToyConfig, {"optimizer": "adam"})["momentum"] is False
+    assert C.active(ToyConfig, {})["momentum"] is True  # the default optimizer is sgd
 
 
 def test_scalar_columns_flatten_tuples():

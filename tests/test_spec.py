@@ -15,7 +15,7 @@ def test_valid_grid_spec(toy_spec):
     assert spec.task.name == "toy" and spec.space == {"lr": [0.01, 0.05]} and spec.metrics == ["loss"]
     points = grid_points(spec)
     assert len(points) == 6  # (2 grid + 1 include) x 2 repeats
-    assert [p["_seed"] for p in points] == [0, 0, 0, 1, 1, 1]
+    assert points[:3] == points[3:] and all("_seed" not in p for p in points)
     assert points[2]["optimizer"] == "adam" and all(p["steps"] == 3 for p in points)
 
 
@@ -105,3 +105,145 @@ def test_non_finite_numbers_are_named_as_such(toy_spec):
     toy_spec["resources"] = {"cpus": float("inf")}
     with pytest.raises(SpecError, match=r"resources.cpus: expected a finite number, got inf"):
         parse(toy_spec)
+
+
+# ---------------------------------------------------------------- conditional parameters in searches
+
+
+def _conditional(toy_spec, algorithm, num_samples=8):
+    toy_spec["config"] = {"steps": 1}
+    toy_spec["search"] = {"algorithm": algorithm, "num_samples": num_samples,  # momentum listed before its condition
+                          "space": {"momentum": {"uniform": [0.1, 0.9]}, "optimizer": ["sgd", "adam"]}}
+    return parse(toy_spec)
+
+
+def test_suggest_skips_fields_that_do_not_apply(toy_spec):
+    import optuna
+    from sweeplab.search import suggest
+    from sweeplab.trial import SEED_KEY, trial_seed
+    spec = _conditional(toy_spec, "random")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        values = suggest(spec, trial)
+        assert values.pop(SEED_KEY) == trial_seed(spec.seed, trial.number)
+        assert set(values) == set(trial.params)  # what Optuna recorded is what the trial gets
+        assert ("momentum" in values) == (values["optimizer"] == "sgd"), values
+        seen.add(values["optimizer"])
+    assert seen == {"sgd", "adam"}
+    toy_spec["config"] = {"optimizer": "adam"}
+    toy_spec["search"]["space"].pop("optimizer")
+    assert suggest(parse(toy_spec), study.ask()).keys() == {SEED_KEY}  # the fixed config rules momentum out
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "random"])
+def test_local_search_never_samples_a_field_that_does_not_apply(toy_spec, algorithm):
+    from sweeplab import results
+    from sweeplab.local import run_local
+    spec = _conditional(toy_spec, algorithm)
+    assert run_local(spec, "test")["completed"] == 8
+    trials, _ = results.read(spec.sweep_dir)
+    adam, sgd = trials[trials.optimizer == "adam"], trials[trials.optimizer == "sgd"]
+    assert len(adam) and len(sgd) and adam.momentum.isna().all() and sgd.momentum.between(0.1, 0.9).all()
+    for trial_id in trials.trial_id:
+        config = results.read_status(spec.sweep_dir, trial_id)["config"]
+        assert ("momentum" in config) == (config["optimizer"] == "sgd"), config
+
+
+def test_ray_search_seeds_its_trials_and_honours_conditions(toy_spec, tmp_path):
+    """The Ray path's search (no Ray started): OptunaSearch over the define-by-run space, whatever the sampler,
+    at most max_concurrent trials at once, each trial's seed that of its Optuna trial number."""
+    from ray.tune.experiment import Experiment
+    from sweeplab.search import tune_search
+    from sweeplab.trial import SEED_KEY, trial_seed
+    spec = _conditional(toy_spec, "random", num_samples=10)
+    from ray.tune.search import SearchGenerator
+    param_space, searcher = tune_search(spec, max_concurrent=2)
+    assert param_space == {"steps": 1}
+    search = SearchGenerator(searcher)  # what Tune wraps a searcher in
+    search.add_configurations([Experiment("toy", lambda config: None, config=param_space, num_samples=10,
+                                          storage_path=str(tmp_path))])
+    trials = []
+    while not search.is_finished():
+        batch = list(iter(search.next_trial, None))
+        assert 1 <= len(batch) <= 2  # the concurrency limit
+        for t in batch:
+            search.on_trial_complete(t.trial_id, {"loss": 1.0})
+        trials += batch
+    assert [t.config[SEED_KEY] for t in trials] == [trial_seed(0, i) for i in range(10)]
+    for t in trials:
+        assert ("momentum" in t.config) == (t.config["optimizer"] == "sgd"), t.config
+    assert {t.config["optimizer"] for t in trials} == {"sgd", "adam"}
+    search.searcher.save(str(tmp_path / "searcher.pkl"))  # Tune pickles the searcher with the experiment
+
+
+def test_describe_shows_when_a_field_applies(capsys):
+    assert cli.main(["describe", "toy"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(line for line in lines if line.startswith("name "))
+    momentum = next(line for line in lines if line.startswith("momentum "))
+    column = head.index("applies when")
+    assert momentum[column:].startswith("optimizer=sgd ")
+    assert next(line for line in lines if line.startswith("lr "))[column:].startswith(" ")
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def _seeds(spec):
+    from sweeplab import results
+    from sweeplab.local import run_local
+    run_local(spec, "test")
+    trials, _ = results.read(spec.sweep_dir)
+    status = {t: results.read_status(spec.sweep_dir, t)["seed"] for t in trials.trial_id}
+    assert status == dict(zip(trials.trial_id, trials.seed))  # status.json and the table agree
+    return dict(zip(trials.trial_id, trials.seed))
+
+
+def test_each_trial_has_its_own_recorded_reproducible_seed(toy_spec, tmp_path):
+    from sweeplab.trial import trial_seed
+    toy_spec["search"]["num_samples"] = 2  # the same two grid points twice: the repeats differ by their seed
+    toy_spec["config"] = {"steps": 1}
+    seeds = _seeds(parse(toy_spec))
+    assert len(seeds) == 4 and len(set(seeds.values())) == 4
+    assert seeds == {t: trial_seed(0, i) for i, t in enumerate(sorted(seeds))}
+    again = _seeds(parse(toy_spec, [f"storage={tmp_path / 'elsewhere'}"]))
+    assert again == seeds  # the same spec in another folder: the same seeds
+    other = _seeds(parse(toy_spec, [f"storage={tmp_path / 'seed1'}", "seed=1"]))
+    assert not set(other.values()) & set(seeds.values())
+
+
+# ---------------------------------------------------------------- resume safety
+
+
+def test_fingerprint_covers_what_trials_depend_on(toy_spec, tmp_path):
+    from sweeplab.spec import changes, fingerprint, resolved
+    base = parse(toy_spec)
+    doc = resolved(base)
+    assert set(doc) == {"task", "config", "algorithm", "space", "include", "num_samples", "metrics", "modes",
+                        "scheduler", "seed"}
+    assert doc["space"] == {"lr": [0.01, 0.05]} and doc["task"] == "toy"
+    same = parse(toy_spec, ["resources.cpus=4", "max_concurrent=3", "retries=2", f"storage={tmp_path / 'x'}"])
+    assert fingerprint(same) == fingerprint(base)
+    for override in ("seed=1", "steps=3", "search.num_samples=2", "mode=max", "search.space.lr=[0.01]"):
+        assert fingerprint(parse(toy_spec, [override])) != fingerprint(base), override
+    assert changes(doc, resolved(parse(toy_spec, ["steps=3", "seed=2"]))) == [
+        "config.steps: (unset) -> 3", "seed: 0 -> 2"]
+
+
+def test_resume_refuses_a_changed_spec(toy_spec, tmp_path, capsys):
+    from sweeplab import results
+    toy_spec["config"] = {"steps": 1}
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(toy_spec))
+    assert cli.main(["run", str(path), "--local"]) == 0
+    stored = results.read_sweep_info(tmp_path / "results" / "toy-sweep")["resolved"]
+    assert stored["spec"]["config"] == {"steps": 1} and len(stored["fingerprint"]) == 64
+    capsys.readouterr()
+    assert cli.main(["resume", str(path), "--local", "--set", "steps=2", "search.space.lr=[0.01, 0.2]"]) == 2
+    err = capsys.readouterr().err
+    assert "the spec changed since the sweep started" in err
+    assert "  - config.steps: 1 -> 2\n  - space.lr: [0.01, 0.05] -> [0.01, 0.2]\n" in err
+    assert cli.main(["resume", str(path), "--local", "--set", "resources.cpus=2", "retries=1"]) == 0
+    assert capsys.readouterr().out.count("already completed") == 2

@@ -5,17 +5,53 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from sweeplab import cli
+from sweeplab import cli, results
 from sweeplab.spec import load
+from tests.conftest import run_cli
 
 SWEEPS = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
 
 
+SMOKE_SOURCE = ["iterations=2", "n_train_crops=4", "betas=[1.0]", "search.space.quantization=[learned-step]",
+                "search.include=[]", "n_test_images=1", "test_crop=64", "n_extra_images=1", "extra_crop=64"]
+
+
+@pytest.fixture(scope="module")
+def compression_source(tmp_path_factory):
+    """A tiny run of compression-single-gamma-smoke (one learned-step autoencoder), for the specs that start
+    from its trained model (``from_trials``)."""
+    where = tmp_path_factory.mktemp("source")
+    run_cli(["run", SWEEPS[0].parent / "compression-single-gamma-smoke.yaml", "--local", "--set",
+             f"storage={where}", *SMOKE_SOURCE], where)
+    return where / "compression-single-gamma-smoke"
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
-def test_every_spec_validates(path):
-    spec = load(path)
+def test_every_spec_validates(path, request):
+    sources = [f"from_trials.{name}.sweep={request.getfixturevalue('compression_source')}"
+               for name in (yaml.safe_load(path.read_text()).get("from_trials") or {})]
+    spec = load(path, sources)
     assert spec.name == path.stem and spec.task.name in path.stem
+
+
+def test_compression_eval_reuses_the_trained_model(compression_source, tmp_path, sweeplab_cli):
+    """sweeps/compression-eval.yaml evaluates the source sweep's autoencoder without training it: on the source's
+    own test crop it gives the source's figures exactly, and on full-size images other ones."""
+    source = results.read(compression_source)[0].iloc[0]
+    spec = SWEEPS[0].parent / "compression-eval.yaml"
+    common = ["--local", "--set", f"from_trials.model.sweep={compression_source}", "betas=[1.0]",
+              "n_test_images=1"]
+    sweeplab_cli(["run", spec, *common, f"storage={tmp_path}", "test_crop=64"], tmp_path)
+    same = results.read(tmp_path / "compression-eval")[0].iloc[0]
+    assert same.psnr == source.psnr and same.bpp == source.bpp and same.train_seconds < source.train_seconds
+    assert json.loads(same.started_from) == {"model": f"{compression_source}/{source.trial_id}"}
+    sweeplab_cli(["run", spec, *common, f"storage={tmp_path / 'full'}"], tmp_path)
+    full = results.read(tmp_path / "full" / "compression-eval")
+    assert full[0].iloc[0].psnr != source.psnr and len(full[1]) == 1  # one beta x one full-size image
+    wrong = run_cli(["run", spec, *common, f"storage={tmp_path / 'wrong'}", "m=64"], tmp_path, rc=2)
+    assert "was trained with m=128, this sweep sets m=64" in wrong.stderr
 
 
 def test_paper_settings_in_full_specs():
@@ -32,8 +68,8 @@ def test_local_smoke_sweep(tmp_path, sweeplab_cli):
     spec = SWEEPS[0].parent / "compression-single-gamma-smoke.yaml"
     sweeplab_cli(["run", str(spec), "--local", "--set", f"storage={tmp_path}", "iterations=4", "n_train_crops=8",
           "betas=[1.0, 4.0]", "search.space.quantization=[learned-step]", "n_test_images=1"], tmp_path)
-    trials = pd.read_parquet(tmp_path / "compression-single-gamma-smoke/results/trials.parquet")
-    evals = pd.read_parquet(tmp_path / "compression-single-gamma-smoke/results/evaluations.parquet")
+    trials = pd.read_parquet(tmp_path / "compression-single-gamma-smoke/results/trials")
+    evals = pd.read_parquet(tmp_path / "compression-single-gamma-smoke/results/evaluations")
     assert list(trials.codec) == ["autoencoder", "jpeg", "jpeg2000"] and set(trials.status) == {"completed"}
     ae = trials.iloc[0]
     assert ae.quantization == "learned-step" and ae.params > 0 and ae.gmacs > 0 and ae.device == "cpu"
@@ -54,8 +90,8 @@ def test_ray_smoke_sweep_two_trials(tmp_path, sweeplab_cli):
     proc = sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "search.include=[]", "iterations=6",
                  "n_train_crops=8"], tmp_path)
     sweep = tmp_path / "compression-gamma-set-smoke"
-    trials = pd.read_parquet(sweep / "results/trials.parquet")
-    evals = pd.read_parquet(sweep / "results/evaluations.parquet")
+    trials = pd.read_parquet(sweep / "results/trials")
+    evals = pd.read_parquet(sweep / "results/evaluations")
     assert sorted(trials.gamma) == [10000.0, 40000.0] and set(trials.status) == {"completed"}
     assert trials.trial_id.is_unique and len(evals) == 2 * 2  # 2 trials x 1 beta x 2 test images
     assert (trials.num_workers == 1).all() and trials.psnr.notna().all() and "tables:" in proc.stdout
@@ -84,7 +120,7 @@ def test_ray_multi_objective_optuna(tmp_path, sweeplab_cli):
     spec = SWEEPS[0].parent / "compression-pareto-smoke.yaml"
     sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "search.num_samples=2", "iterations=2",
           "n_train_crops=8", "n_test_images=1", "search.space.m=[16, 32]"], tmp_path)
-    trials = pd.read_parquet(tmp_path / "compression-pareto-smoke/results/trials.parquet")
+    trials = pd.read_parquet(tmp_path / "compression-pareto-smoke/results/trials")
     assert len(trials) == 2 and set(trials.status) == {"completed"}
     assert trials.gamma.between(10000.0, 100000.0).all() and set(trials.m) <= {16, 32}
     by_m = trials.groupby("m").gmacs.first()
@@ -105,7 +141,7 @@ def test_ray_data_parallel_trial(tmp_path, sweeplab_cli):
     spec = SWEEPS[0].parent / "compression-gamma-set-smoke.yaml"
     sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "resources.workers=2", "search.include=[]",
           "search.space.gamma=[10000]", "iterations=4", "n_train_crops=8", "n_test_images=1"], tmp_path)
-    trials = pd.read_parquet(tmp_path / "compression-gamma-set-smoke/results/trials.parquet")
+    trials = pd.read_parquet(tmp_path / "compression-gamma-set-smoke/results/trials")
     assert len(trials) == 1 and trials.status.iloc[0] == "completed" and trials.num_workers.iloc[0] == 2
     assert trials.psnr.notna().all()
 

@@ -1,7 +1,8 @@
-"""The ``sweeplab`` command: run, resume, submit, status, results, plot, describe, tasks.
+"""The ``sweeplab`` command: run, resume, submit, status, results, compact, plot, describe, tasks.
 
 Exit codes: 0 success; 1 a sweep ran but some trials failed, or a runtime problem (cluster unreachable, missing
-results); 2 invalid input (spec or ``--set`` values), reported before anything starts.
+results, another driver running the sweep: :mod:`sweeplab.lock`); 2 invalid input (spec or ``--set`` values, a
+resume whose spec changed since the sweep started), reported before anything starts.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--py-module", action="append", default=[], metavar="DIR",
                     help="a local package folder to ship with the job (e.g. a task kept outside this repo)")
     sp.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="an environment variable for "
-                    "the job and its workers")
+                    "the job and its workers (a bare KEY passes this shell's value)")
     sp.set_defaults(func=_cmd_submit)
 
     sp = sub.add_parser("status", help="trials running / completed / failed and the best so far, from storage")
@@ -66,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--sql", help="SQL over the views `trials` and `evaluations` (DuckDB)")
     sp.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
     sp.set_defaults(func=_cmd_results)
+
+    sp = sub.add_parser("compact", help="merge a sweep's per-trial result files into one file per table (the "
+                        "driver does it when a sweep ends)")
+    sp.add_argument("target", help="sweep spec or sweep folder / s3:// URI")
+    sp.set_defaults(func=_cmd_compact)
 
     sp = sub.add_parser("plot", help="draw the task's plot from a sweep's tables")
     sp.add_argument("target", help="sweep spec or sweep folder")
@@ -88,28 +94,73 @@ def _flat(overrides: list[list[str]]) -> list[str]:
 
 
 def _cmd_run(args) -> int:
-    from .results import code_version
+    from .lock import DriverLock, LockHeld
     from .spec import SpecError, load
     try:
         spec = load(args.spec, _flat(args.overrides))
     except SpecError as exc:
         print(f"error: invalid sweep spec {exc}", file=sys.stderr)
         return 2
-    started = [p.name for p in (spec.sweep_dir / "tuner.pkl", spec.sweep_dir / "fragments") if p.exists()]
+    from .storage import check_bucket
+    if (problem := check_bucket(spec.sweep_dir)) is not None:  # a missing bucket or a dead endpoint: say so now
+        print(f"error: storage {spec.storage}: {problem}", file=sys.stderr)
+        return 1
+    if (problem := _start_problem(spec, args)) is not None:  # at once, before any wait for the lock
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if args.resume and (changed := _spec_changes(spec)):
+        print(f"error: cannot resume {spec.sweep_dir}: the spec changed since the sweep started, and its trials "
+              "would mix two sweeps:\n" + "".join(f"  - {c}\n" for c in changed) +
+              "restore those values, or run the new spec as a new sweep (--set name=...)", file=sys.stderr)
+        return 2
+    try:
+        lock = DriverLock(spec.sweep_dir)
+    except ValueError as exc:  # a bad $SWEEPLAB_LOCK_TTL_S
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with lock:
+            if (problem := _start_problem(spec, args)) is not None:  # another driver may have run it meanwhile
+                print(f"error: {problem}", file=sys.stderr)
+                return 1
+            return _drive(spec, args)
+    except LockHeld as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _start_problem(spec, args) -> str | None:
+    """Why this sweep folder cannot be run (``run`` on a started sweep) or resumed (nothing to resume)."""
+    sweep = spec.sweep_dir
+    started = [p.name for p in (sweep / "tuner.pkl", sweep / "fragments") if p.exists()]
     if args.resume and not started:
-        print(f"error: nothing to resume in {spec.sweep_dir} (start the sweep with `sweeplab run`)", file=sys.stderr)
-        return 1
+        return f"nothing to resume in {sweep} (start the sweep with `sweeplab run`)"
     if args.resume and not args.local and "tuner.pkl" not in started:
-        print(f"error: {spec.sweep_dir} was run with --local: resume it with --local", file=sys.stderr)
-        return 1
+        return f"{sweep} was run with --local: resume it with --local"
     if not args.resume and started:
-        print(f"error: {spec.sweep_dir} already holds this sweep: continue it with `sweeplab resume {args.spec}`"
-              f" or choose another name (--set name=...) or storage", file=sys.stderr)
-        return 1
-    version = code_version()
-    from .results import write_sweep_info
+        return (f"{sweep} already holds this sweep: continue it with `sweeplab resume {args.spec}` or choose "
+                "another name (--set name=...) or storage")
+    return None
+
+
+def _spec_changes(spec) -> list[str]:
+    """How the spec differs from the one the sweep was started with (nothing for a sweep that stored none)."""
+    from .results import read_sweep_info
+    from .spec import changes, fingerprint, resolved
+    stored = (read_sweep_info(spec.sweep_dir) or {}).get("resolved")
+    if not stored or stored.get("fingerprint") == fingerprint(spec):
+        return []
+    return changes(stored.get("spec") or {}, resolved(spec)) or ["the resolved spec (its fingerprint) differs"]
+
+
+def _drive(spec, args) -> int:
+    """Run or resume the sweep (the driver lock held)."""
+    from .results import code_version, write_sweep_info
     from .search import planned_trials
-    write_sweep_info(spec, planned_trials(spec))
+    from .spec import fingerprint, resolved
+    version = code_version()
+    write_sweep_info(spec, planned_trials(spec), fingerprint={"fingerprint": fingerprint(spec),
+                                                              "spec": resolved(spec)})
     print(f"sweep {spec.name}: task {spec.task.name}, search {spec.algorithm}, results in {spec.sweep_dir}",
           flush=True)
     if args.local:
@@ -131,10 +182,15 @@ def _cmd_submit(args) -> int:
                   py_modules=args.py_module, env=args.env)
 
 
+def _is_spec(target: str) -> bool:
+    return not target.startswith("s3://") and Path(target).is_file() and Path(target).suffix in (".yaml", ".yml")
+
+
 def _cmd_status(args) -> int:
     from .results import sweep_status
-    target = Path(args.target)
-    if target.is_file() and target.suffix in (".yaml", ".yml"):
+    from .storage import StorageError
+    target = args.target
+    if _is_spec(target):
         from .spec import SpecError, load
         try:
             target = load(target, _flat(args.overrides)).sweep_dir
@@ -143,7 +199,7 @@ def _cmd_status(args) -> int:
             return 2
     try:
         st = sweep_status(target)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -215,7 +271,7 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def _print_table(sweep_dir: Path, task) -> None:
+def _print_table(sweep_dir, task) -> None:
     from .results import read
     try:
         trials, _ = read(sweep_dir)
@@ -233,9 +289,10 @@ def _print_table(sweep_dir: Path, task) -> None:
 
 def _cmd_results(args) -> int:
     from .results import query
+    from .storage import StorageError
     try:
         frame = query(args.target, args.sql)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - DuckDB's parser and binder errors
@@ -252,23 +309,51 @@ def _cmd_results(args) -> int:
     return 0
 
 
+def _cmd_compact(args) -> int:
+    """Under the sweep's driver lock, so it never runs beside a driver that is writing parts."""
+    from .lock import DriverLock, LockHeld
+    from .results import compact, results_dir
+    from .storage import StorageError
+    try:
+        sweep = results_dir(args.target).parent
+        with DriverLock(sweep):
+            counts = compact(sweep)
+    except (FileNotFoundError, StorageError, LockHeld) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"compacted {sweep}: {counts['trials']} trials, {counts['evaluations']} evaluation rows")
+    return 0
+
+
 def _cmd_plot(args) -> int:
     from .results import read, results_dir
+    from .storage import StorageError
     from .task import get_task
     try:
         trials, evaluations = read(args.target)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if trials.empty:
         print("error: the trials table is empty", file=sys.stderr)
         return 1
-    task = get_task(str(trials["task"].iloc[0]))
+    try:
+        task = get_task(str(trials["task"].iloc[0]))
+    except KeyError as exc:  # unknown here, or its package is broken
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 1
     if task.plot is None:
         print(f"error: task {task.name!r} has no plot", file=sys.stderr)
         return 1
-    out = Path(args.out) if args.out else results_dir(args.target) / f"{task.name}.png"
-    task.plot(trials, evaluations, out)
+    out = args.out or str(results_dir(args.target) / f"{task.name}.png")
+    if out.startswith("s3://"):  # the plot is drawn to a local file, then stored beside the tables
+        import tempfile
+        from .storage import location
+        with tempfile.TemporaryDirectory() as tmp:
+            task.plot(trials, evaluations, Path(tmp) / "plot.png")
+            location(out).write_bytes((Path(tmp) / "plot.png").read_bytes())
+    else:
+        task.plot(trials, evaluations, Path(out))
     print(f"wrote {out}")
     return 0
 
@@ -293,34 +378,39 @@ def _cmd_describe(args) -> int:
         return 2
     cost = model_cost(task, cfg)
     if args.json:
-        print(json.dumps({"task": task.name, "params": cost.params, "gmacs": cost.gmacs,
-                          "input_shape": list(cost.input_shape), "gmacs_convention": cost.convention,
+        shape = cost.input_shape[0] if len(cost.input_shape) == 1 else cost.input_shape  # one input: its shape
+        print(json.dumps({"task": task.name, "params": cost.params, "gmacs": cost.gmacs, "input_shape": shape,
+                          "gmacs_convention": cost.convention, "components": cost.components,
                           "config": C.to_dict(cfg)}, default=list))
         return 0
     print(f"task         {task.name}\nparameters   {cost.params:,}\nGMACs        {cost.gmacs:.4f} "
-          f"(input {'x'.join(map(str, cost.input_shape))})\nconvention   {cost.convention}\n")
+          f"(input {cost.shape_text})\nconvention   {cost.convention}\n")
     _print_fields(task, cfg)
     return 0
 
 
 def _print_fields(task, cfg) -> None:
-    rows = []
+    rows = [("name", "type", "value", "valid", "applies when", "meaning")]
     for f in C.fields(task.config).values():
         valid = (" | ".join(map(str, f.choices)) if f.choices else
                  f"[{'' if f.low is None else f.low}, {'' if f.high is None else f.high}]"
                  if f.low is not None or f.high is not None else "")
-        rows.append((f.name, getattr(f.type, "__name__", str(f.type)), repr(getattr(cfg, f.name)), valid, f.doc))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((f.name, getattr(f.type, "__name__", str(f.type)), repr(getattr(cfg, f.name)), valid,
+                     f.condition(), f.doc))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
-        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+        print("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5])
 
 
 def _cmd_tasks(args) -> int:
-    from .task import list_tasks
+    from .task import broken_tasks, list_tasks
     for name, task in list_tasks().items():
-        package = sys.modules[task.config.__module__.rpartition(".")[0]]
+        module = sys.modules[task.config.__module__]
+        package = sys.modules.get(module.__package__ or "", module)  # the task's package (its docstring)
         summary = " ".join((package.__doc__ or "").strip().split("\n\n")[0].split()).split(". ")[0]
         print(f"{name:14s} {summary}")
+    for name, why in broken_tasks().items():  # listed, so a broken package is not silently missing
+        print(f"{name:14s} broken: {why}")
     return 0
 
 

@@ -6,8 +6,15 @@ A task declares its config as a frozen dataclass whose fields are made with :fun
     class CompressionConfig:
         gamma: float = param(10000.0, "rate weight in eq. (1)", low=0.0)
         quantization: str = param("fixed-step", "Section 4 case", choices=("fixed-step", "learned-step"))
+        k: int = param(10, "k-means clusters", low=2, when={"method": "kmeans"})
 
 Sweep validation, ``describe``, the Parquet columns and the README table are all derived from these fields.
+
+Conditional parameters: ``when`` names the choices of other fields under which a field applies (every condition
+must hold; a condition on a field that itself does not apply fails). A field that does not apply to a trial is
+null in its rows, marked in ``describe``, and never sampled by a random/TPE search (as ConfigSpace's conditions
+and Optuna's define-by-run spaces do). A spec may still fix it for every trial (e.g. training settings beside the
+anchors of a grid): it is then simply not used where it does not apply.
 """
 from __future__ import annotations
 
@@ -21,9 +28,15 @@ _SCALARS = (bool, int, float, str)
 
 
 def param(default: Any, doc: str, *, choices: tuple | None = None, low: float | None = None,
-          high: float | None = None) -> Any:
-    """A config field with its documentation and valid values (``low``/``high`` are inclusive bounds)."""
-    meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "low": low, "high": high}
+          high: float | None = None, when: dict[str, Any] | None = None, allow_empty: bool = False) -> Any:
+    """A config field with its documentation and valid values (``low``/``high`` are inclusive bounds).
+
+    ``when``: ``{other_field: value or tuple of values}``, the conditions under which this field applies.
+    ``allow_empty``: for a tuple field, whether an empty tuple is a valid value (by default it is refused: an empty
+    list of betas or qualities evaluates nothing)."""
+    cond = {k: tuple(v) if isinstance(v, (tuple, list)) else (v,) for k, v in (when or {}).items()}
+    meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "low": low, "high": high,
+            "when": cond, "allow_empty": allow_empty}
     if isinstance(default, (list, dict, set)):
         raise TypeError("config defaults must be immutable: use a tuple")
     return dataclasses.field(default=default, metadata=meta)
@@ -39,6 +52,12 @@ class FieldInfo:
     low: float | None
     high: float | None
     item_type: type | None = None  # for tuple fields: the element type
+    when: dict[str, tuple] = dataclasses.field(default_factory=dict)  # conditions under which the field applies
+    allow_empty: bool = False  # for tuple fields: whether () is a valid value
+
+    def condition(self) -> str:
+        """``method=kmeans`` style text of :attr:`when` (empty when the field always applies)."""
+        return " and ".join(f"{k}={'|'.join(map(str, v))}" for k, v in self.when.items())
 
 
 def fields(config_cls: type) -> dict[str, FieldInfo]:
@@ -48,8 +67,33 @@ def fields(config_cls: type) -> dict[str, FieldInfo]:
     for f in dataclasses.fields(config_cls):
         tp, item = _resolve(hints[f.name])
         out[f.name] = FieldInfo(f.name, tp, f.default, f.metadata.get("doc", ""), f.metadata.get("choices"),
-                                f.metadata.get("low"), f.metadata.get("high"), item)
+                                f.metadata.get("low"), f.metadata.get("high"), item, f.metadata.get("when", {}),
+                                f.metadata.get("allow_empty", False))
+    for info in out.values():
+        for other, allowed in info.when.items():
+            if other not in out or other == info.name:
+                raise TypeError(f"{config_cls.__name__}.{info.name}: condition on unknown field {other!r}")
+            if out[other].choices is not None and (bad := set(allowed) - set(out[other].choices)):
+                raise TypeError(f"{config_cls.__name__}.{info.name}: condition {other} in {sorted(bad)} names "
+                                f"values that are not choices of {other}")
     return out
+
+
+def active(config_cls: type, values: dict[str, Any]) -> dict[str, bool]:
+    """Which fields apply given ``values`` (missing names take their defaults); conditions chain: a field whose
+    condition names a field that does not apply does not apply either."""
+    infos = fields(config_cls)
+    full = {name: values.get(name, info.default) for name, info in infos.items()}
+    memo: dict[str, bool] = {}
+
+    def applies(name: str, seen: tuple = ()) -> bool:
+        if name not in memo:
+            if name in seen:
+                raise TypeError(f"{config_cls.__name__}: conditions form a cycle through {name!r}")
+            memo[name] = all(applies(other, seen + (name,)) and full[other] in allowed
+                             for other, allowed in infos[name].when.items())
+        return memo[name]
+    return {name: applies(name) for name in infos}
 
 
 def _resolve(tp: Any) -> tuple[type, type | None]:
@@ -72,6 +116,8 @@ def coerce(info: FieldInfo, value: Any) -> Any:
     if info.type is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{info.name}: expected a list, got {value!r}")
+        if not value and not info.allow_empty:
+            raise ValueError(f"{info.name}: empty list (give at least one value)")
         item = FieldInfo(info.name, info.item_type or str, None, "", None, info.low, info.high)
         return tuple(coerce(item, v) for v in value)
     if info.type is bool:
@@ -138,5 +184,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def scalar_columns(cfg: Any) -> dict[str, Any]:
-    """Config values as Parquet-friendly scalars (tuples become comma-joined strings)."""
-    return {k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in to_dict(cfg).items()}
+    """Config values as Parquet-friendly scalars (tuples become comma-joined strings); a field that does not apply
+    to this config (``when``) is None."""
+    values = to_dict(cfg)
+    applies = active(type(cfg), values)
+    return {k: None if not applies[k] else (",".join(map(str, v)) if isinstance(v, tuple) else v)
+            for k, v in values.items()}

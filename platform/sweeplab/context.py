@@ -25,9 +25,14 @@ class LocalContext:
 
     def __init__(self, trial_id: str = "local", seed: int = 0, device: torch.device | None = None,
                  trial_dir: str | os.PathLike | None = None,
-                 on_report: Callable[[dict[str, float]], None] | None = None, verbose: bool = True):
+                 on_report: Callable[[dict[str, float]], None] | None = None, verbose: bool = True,
+                 sources: dict[str, Any] | None = None,
+                 saver: Callable[[str, dict[str, Any]], None] | None = None):
         self.trial_id = trial_id
         self.seed = seed
+        self.sources = dict(sources or {})
+        self._saver = saver
+        self.artifacts: dict[str, dict[str, Any]] = {}
         self.device = device or default_device()
         self.trial_dir = Path(trial_dir) if trial_dir else None
         self.reports: list[dict[str, float]] = []
@@ -65,6 +70,14 @@ class LocalContext:
 
     def all_gather(self, obj: Any) -> list[Any]:
         return [obj]
+
+    def save_artifact(self, name: str, payload: dict[str, Any]) -> None:
+        """Into the sweep's storage when the runner gave a saver; else kept in :attr:`artifacts` (a context made by
+        hand, in a notebook or a test)."""
+        if self._saver is None:
+            self.artifacts[name] = payload
+        else:
+            self._saver(name, payload)
 
     def log(self, message: str) -> None:
         if self._verbose:

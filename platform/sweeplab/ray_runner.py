@@ -3,8 +3,10 @@
 Per trial, Tune runs :func:`_driver`, which starts a ``TorchTrainer`` (Ray Train V2: ``num_workers`` data-parallel
 workers, each with the spec's CPUs/GPUs) whose workers run :func:`sweeplab.trial.run_trial`; metrics reach Tune
 through ``TuneReportCallback``. The Train run is named after the Tune trial id, under ``<sweep>/train/``, so a
-retried or resumed trial finds its checkpoints again. The driver process alone writes the Parquet tables
-(:class:`_ResultsCallback`), from fragments that each trial's rank 0 leaves in shared storage.
+retried or resumed trial finds its checkpoints again. Each trial's rank 0 writes its evaluation rows to storage;
+the sweep's driver process records each trial's row when it ends (:class:`ResultsCallback`: one small file per
+trial, see :mod:`sweeplab.results`) and compacts the tables when the sweep ends. Storage is a shared folder or an
+``s3://`` prefix: the core builds the filesystem (:mod:`sweeplab.storage`) and hands it to Tune and Train.
 """
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from typing import Any
 
 import torch
 
-from . import results
+from . import artifacts, results
 from .spec import Spec
-from .trial import FINAL_KEY, final_report, finite_number, run_trial, split_params
+from .storage import Location, location
+from .trial import FINAL_KEY, final_report, finite_number, full_config, run_trial, split_params
 
 _CKPT = "state.pt"
 # The Tune trial itself only waits on its TorchTrainer; the Train workers hold the real resources. Tune refuses an
@@ -33,11 +36,12 @@ _STATUS_EVERY_S = 2.0  # a running trial's status.json is rewritten at most this
 class RayTrainContext:
     """:class:`~sweeplab.task.TrialContext` on a Ray Train worker."""
 
-    def __init__(self, trial_id: str, seed: int):
+    def __init__(self, trial_id: str, seed: int, sources: dict[str, Any] | None = None, saver=None):
         import ray.train
         import ray.train.torch
         tc = ray.train.get_context()
         self.trial_id, self.seed = trial_id, seed
+        self.sources, self._saver = dict(sources or {}), saver
         self.rank, self.world_size = tc.get_world_rank(), tc.get_world_size()
         self.device = ray.train.torch.get_device()
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -83,15 +87,34 @@ class RayTrainContext:
         if self.rank == 0:
             print(f"[{self.trial_id}] {message}", flush=True)
 
+    def save_artifact(self, name: str, payload: dict[str, Any]) -> None:
+        if self.rank == 0:
+            self._saver(name, payload)
+
 
 def _worker(payload: dict[str, Any]) -> None:
-    ctx = RayTrainContext(payload["trial_id"], payload["seed"])
-    run_trial(payload["task"], payload["values"], ctx, sweep=payload["sweep"], sweep_dir=Path(payload["sweep_dir"]),
-              code_version=payload["code_version"])
+    task, values = payload["task"], payload["values"]
+    saver = artifacts.Saver(payload["sweep_dir"], task.name, payload["sweep"], payload["trial_id"],
+                            full_config(task, values))
+    ctx = RayTrainContext(payload["trial_id"], payload["seed"], artifacts.open_sources(payload["from_trials"]),
+                          saver)
+    run_trial(task, values, ctx, sweep=payload["sweep"], sweep_dir=payload["sweep_dir"],
+              code_version=payload["code_version"], started_from=payload["from_trials"])
+
+
+def storage_args(loc: Location) -> dict[str, Any]:
+    """``storage_path`` (and ``storage_filesystem`` for object storage) of a Tune or Train run config."""
+    return {"storage_path": loc.path, "storage_filesystem": loc.fs} if loc.is_s3 else {"storage_path": loc.path}
+
+
+def trial_params(config: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A Tune trial's (config values, seed): a grid trial carries its point under ``_point``."""
+    return split_params({**config, **config.get("_point", {})})
 
 
 def _make_driver(spec: Spec, code_version: str):
     task, sweep, sweep_dir = spec.task, spec.name, str(spec.sweep_dir)
+    from_trials = dict(spec.from_trials)
     workers, cpus, gpus = spec.workers, spec.cpus, spec.gpus
 
     def _driver(params: dict[str, Any]) -> None:
@@ -100,14 +123,15 @@ def _make_driver(spec: Spec, code_version: str):
         from ray.train.torch import TorchConfig, TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
         trial_id = ray.tune.get_context().get_trial_id()
-        done = results.completed_trial(Path(sweep_dir), trial_id)
+        loc = location(sweep_dir)
+        done = results.completed_trial(loc, trial_id)
         if done is not None and done.get("status") == "completed":
             # A resumed sweep whose experiment state was saved before this trial ended (Tune saves it every few
             # seconds, not at each trial's end): its results are already in storage, so report them, don't rerun.
             print(f"[{trial_id}] already completed (its results are in storage): not run again", flush=True)
             ray.tune.report(final_report(task, done))
             return
-        values, seed = split_params({**params, **params.get("_point", {})})
+        values, seed = trial_params(params)
         resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
         dist = torch.distributed
         # NCCL for GPU trials when this torch build has it (the nodes share one image); a CPU-only build, as on a
@@ -117,10 +141,10 @@ def _make_driver(spec: Spec, code_version: str):
             _worker,
             torch_config=TorchConfig(backend=backend),
             train_loop_config={"task": task, "values": values, "seed": seed, "trial_id": trial_id, "sweep": sweep,
-                               "sweep_dir": sweep_dir, "code_version": code_version},
+                               "sweep_dir": sweep_dir, "code_version": code_version, "from_trials": from_trials},
             scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
                                                    resources_per_worker=resources),
-            run_config=ray.train.RunConfig(name=trial_id, storage_path=os.path.join(sweep_dir, "train"),
+            run_config=ray.train.RunConfig(name=trial_id, **storage_args(loc / "train"),
                                            callbacks=[TuneReportCallback()],
                                            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
         )
@@ -134,19 +158,31 @@ def _results_callback(spec: Spec):
 
     class ResultsCallback(Callback):
         """Runs in the sweep's driver process only. Keeps each trial's ``status.json`` current (running with its last
-        metrics, then completed, failed or stopped), rebuilds the tables when a trial ends, and exports per-trial
-        Ray metrics (``ray_sweeplab_trial_*`` on the dashboard's Metrics page)."""
+        metrics), records each trial's row when it ends (completed, failed or stopped: one small file, the same cost
+        at any sweep size), and exports per-trial Ray metrics (``ray_sweeplab_trial_*`` on the dashboard's Metrics
+        page)."""
 
-        def __init__(self, sweep_dir: str, sweep: str, task: str, objective: str):
-            self.sweep_dir, self.sweep, self.task, self.objective = Path(sweep_dir), sweep, task, objective
+        def __init__(self, sweep_dir: str, sweep: str, task, objective: str, from_trials: dict[str, str]):
+            self.sweep_uri, self.sweep, self.task, self.objective = sweep_dir, sweep, task, objective
+            self.from_trials = from_trials
             self._written: dict[str, float] = {}
             self._gauges = None
+            self._loc = None
 
         def __getstate__(self):  # pickled with the experiment for `sweeplab resume`; gauges are rebuilt
-            return {**self.__dict__, "_gauges": None, "_written": {}}
+            return {**self.__dict__, "_gauges": None, "_written": {}, "_loc": None}
+
+        @property
+        def sweep_dir(self) -> Location:
+            if self._loc is None:
+                self._loc = location(self.sweep_uri)
+            return self._loc
 
         def _values(self, trial) -> dict[str, Any]:
-            return split_params({**trial.config, **trial.config.get("_point", {})})[0]
+            return trial_params(trial.config)[0]
+
+        def _seed(self, trial) -> int:
+            return trial_params(trial.config)[1]
 
         def _export(self, trial, result: dict[str, Any]) -> None:
             if self._gauges is None:
@@ -167,21 +203,23 @@ def _results_callback(spec: Spec):
 
         def on_trial_start(self, iteration, trials, trial, **info):
             results.write_status(self.sweep_dir, trial.trial_id, "running", self._values(trial), None,
-                                 trial.last_result)
+                                 trial.last_result, self._seed(trial))
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self._export(trial, result)
             now = time.monotonic()
             if now - self._written.get(trial.trial_id, -math.inf) >= _STATUS_EVERY_S:
                 self._written[trial.trial_id] = now
-                results.write_status(self.sweep_dir, trial.trial_id, "running", self._values(trial), None, result)
+                results.write_status(self.sweep_dir, trial.trial_id, "running", self._values(trial), None, result,
+                                     self._seed(trial))
 
         def _ended(self, trial, status: str, error: str | None = None) -> None:
             last = dict(trial.last_result or {})
             if status == "completed" and not last.get(FINAL_KEY):
                 status = "stopped"  # ended without its final report: stopped early by the scheduler
-            results.write_status(self.sweep_dir, trial.trial_id, status, self._values(trial), error, last)
-            results.consolidate(self.sweep_dir, self.sweep, self.task)
+            results.record_trial(self.sweep_dir, self.task, sweep_name=self.sweep, trial_id=trial.trial_id,
+                                 status=status, values=self._values(trial), seed=self._seed(trial), error=error,
+                                 last_metrics=last, started_from=self.from_trials)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._ended(trial, "completed")
@@ -189,7 +227,7 @@ def _results_callback(spec: Spec):
         def on_trial_error(self, iteration, trials, trial, **info):
             self._ended(trial, "failed", _read(trial.error_file) if trial.error_file else "trial failed")
 
-    return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task.name, spec.metrics[0])
+    return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task, spec.metrics[0], dict(spec.from_trials))
 
 
 def _read(path: str) -> str:
@@ -228,15 +266,16 @@ def build_tuner(spec: Spec, code_version: str, resume: bool = False):
     from .search import tune_search
     trainable = tune.with_resources(_make_driver(spec, code_version), tune.PlacementGroupFactory([_DRIVER_BUNDLE]))
     param_space, search_alg = tune_search(spec, _max_concurrent(spec))
+    sweep = spec.sweep_dir
     if resume:
-        return tune.Tuner.restore(str(spec.sweep_dir), trainable=trainable, resume_errored=True,
-                                  param_space=param_space)
+        restore = {"path": sweep.path, "storage_filesystem": sweep.fs} if sweep.is_s3 else {"path": sweep.path}
+        return tune.Tuner.restore(**restore, trainable=trainable, resume_errored=True, param_space=param_space)
     multi = spec.multi_objective
     tune_config = tune.TuneConfig(
         search_alg=search_alg, scheduler=_scheduler(spec),
         num_samples=1 if spec.algorithm == "grid" else spec.num_samples,
         metric=None if multi else spec.metrics[0], mode=None if multi else spec.modes[0])
-    run_config = tune.RunConfig(name=spec.name, storage_path=str(spec.storage),
+    run_config = tune.RunConfig(name=spec.name, **storage_args(sweep.parent),
                                 failure_config=tune.FailureConfig(max_failures=spec.retries),
                                 callbacks=[_results_callback(spec)], verbose=1)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
@@ -247,6 +286,6 @@ def run_ray(spec: Spec, code_version: str, resume: bool = False) -> dict[str, in
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     tuner = build_tuner(spec, code_version, resume)
     grid = tuner.fit()
-    counts = results.consolidate(spec.sweep_dir, spec.name, spec.task.name)
+    counts = results.compact(spec.sweep_dir)
     counts["failed"] = sum(1 for r in grid if r.error is not None)
     return counts

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,18 @@ from typing import Any
 import yaml
 
 from . import config as C
+from .schema import metric_column
+from .storage import Location, location
 from .task import Task, get_task
 
 ALGORITHMS = ("grid", "random", "tpe", "nsga2")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 TOP_KEYS = {"name", "task", "description", "config", "search", "metric", "mode", "scheduler", "resources",
-            "max_concurrent", "retries", "seed", "storage"}
+            "max_concurrent", "retries", "seed", "storage", "from_trials"}
 SEARCH_KEYS = {"algorithm", "space", "include", "num_samples"}
 SCHEDULER_KEYS = {"type", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor"}
+ASHA_DEFAULTS = {"time_attr": "training_iteration", "max_t": 100, "grace_period": 1, "reduction_factor": 4}
+CORE_METRICS = ("params", "gmacs", "train_seconds")  # what every completed trial reports besides its task's metrics
 RESOURCE_KEYS = {"cpus", "gpus", "workers"}
 
 
@@ -41,19 +47,6 @@ class Distribution:
     (hi exclusive, like Tune), or ``{choice: [a, b, ...]}``."""
     kind: str
     args: tuple
-
-    def to_tune(self):
-        from ray import tune
-        return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint,
-                "choice": lambda *v: tune.choice(list(v))}[self.kind](*self.args)
-
-    def to_optuna(self):
-        import optuna.distributions as d
-        lo, hi = (self.args + (None, None))[:2]
-        return {"uniform": lambda: d.FloatDistribution(lo, hi),
-                "loguniform": lambda: d.FloatDistribution(lo, hi, log=True),
-                "randint": lambda: d.IntDistribution(lo, hi - 1),
-                "choice": lambda: d.CategoricalDistribution(list(self.args))}[self.kind]()
 
 
 @dataclasses.dataclass
@@ -74,12 +67,13 @@ class Spec:
     max_concurrent: int | None
     retries: int
     seed: int
-    storage: Path
+    storage: str                           # an absolute local folder or an s3:// URI
     source: str = "<spec>"
+    from_trials: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> <sweep>/<trial_id>
 
     @property
-    def sweep_dir(self) -> Path:
-        return self.storage / self.name
+    def sweep_dir(self) -> Location:
+        return location(self.storage) / self.name
 
     @property
     def multi_objective(self) -> bool:
@@ -103,7 +97,9 @@ def load(path: str | Path, overrides: list[str] = ()) -> Spec:
 
 def apply_overrides(raw: dict, overrides: list[str], task: Task | None) -> list[str]:
     """``--set`` values: a spec key path (``resources.gpus=0.5``, ``config.lr=1e-3``) or a bare task config name
-    (``train_dir=/data/imagenet``), which goes into ``config``. Values are parsed as YAML."""
+    (``train_dir=/data/imagenet``), which goes into ``config``. Values are parsed as YAML. A fixed config value
+    replaces a searched one of the same name, and a searched value a fixed one: the last word is the --set's.
+    Without a task (unknown or broken: already reported) bare names are taken as config names."""
     problems = []
     names = C.fields(task.config) if task else {}
     for item in overrides:
@@ -111,16 +107,21 @@ def apply_overrides(raw: dict, overrides: list[str], task: Task | None) -> list[
         if not sep or not key:
             problems.append(f"--set {item!r}: expected key=value")
             continue
-        value = yaml.safe_load(text) if text else ""
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as exc:
+            problems.append(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(exc)})")
+            continue
         parts = key.split(".")
         if len(parts) == 1 and parts[0] not in TOP_KEYS:
-            if parts[0] not in names:
-                problems.append(f"--set {key}: not a spec key nor a config name of task "
-                                f"{task.name if task else '?'!r}")
+            if task is not None and parts[0] not in names:
+                problems.append(f"--set {key}: not a spec key nor a config name of task {task.name!r}")
                 continue
             parts = ["config", parts[0]]
-            if isinstance(raw.get("search"), dict) and isinstance(raw["search"].get("space"), dict):
-                raw["search"]["space"].pop(key, None)  # a fixed value replaces a searched one
+        if len(parts) == 2 and parts[0] == "config":
+            _section(raw, "search", "space").pop(parts[1], None)
+        elif len(parts) == 3 and parts[:2] == ["search", "space"]:
+            _section(raw, "config").pop(parts[2], None)
         node = raw
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -130,6 +131,21 @@ def apply_overrides(raw: dict, overrides: list[str], task: Task | None) -> list[
         else:
             node[parts[-1]] = value
     return problems
+
+
+def _section(raw: dict, *path: str) -> dict:
+    """The mapping at ``path`` in a raw spec, or an empty dict when it is absent or not a mapping."""
+    node = raw
+    for p in path:
+        node = node.get(p) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line of a YAML error: what the parser expected and where (column in the value)."""
+    what = "; ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    return f"{what} at column {mark.column + 1}" if mark is not None else what
 
 
 def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
@@ -159,6 +175,9 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
     problems += [f"mode: {m!r} is not 'min' or 'max'" for m in modes if m not in ("min", "max")]
     if len(metrics) > 1 and algorithm not in ("tpe", "nsga2"):
         problems.append("several metrics (multi-objective) need search.algorithm tpe or nsga2")
+    if task is not None and (bad := [m for m in metrics if m not in metric_names(task)]):
+        problems += [f"metric: {m!r} is not a metric of task {task.name!r} (valid: {', '.join(metric_names(task))})"
+                     for m in bad]
 
     fixed, space, include = {}, {}, []
     if task is not None:
@@ -176,19 +195,9 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
             include.append(_check_values(infos, point, f"search.include[{i}]", problems))
         if include and algorithm != "grid":
             problems.append("search.include: extra trials are supported with search.algorithm grid only")
-        if not problems:
-            for point in [{}] + include:  # cross-field checks on every trial the grid can produce
-                try:
-                    C.build(task.config, {**fixed, **{k: v[0] for k, v in space.items() if isinstance(v, list)},
-                                          **point})
-                except ValueError as exc:
-                    problems += [f"config: {p}" for p in str(exc).splitlines()]
-
-    sched_type = sched.get("type", "fifo")
-    if sched_type not in ("fifo", "asha"):
-        problems.append(f"scheduler.type: {sched_type!r} is not 'fifo' or 'asha'")
-    if sched_type == "asha" and len(metrics) > 1 and "metric" not in sched:
-        problems.append("scheduler: asha with several metrics needs scheduler.metric and scheduler.mode")
+        problems += [f"search.space.{k}: {k} is also fixed in config (keep one of the two)" for k in space
+                     if k in fixed]
+    scheduler = _check_scheduler(sched, task, metrics, modes, problems)
 
     num_samples = _number(search.get("num_samples", 1), "search.num_samples", int, 1, problems)
     cpus = _number(res.get("cpus", 1), "resources.cpus", float, 0, problems)
@@ -201,18 +210,130 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
     retries = _number(raw.get("retries", 0), "retries", int, 0, problems)
     seed = _number(raw.get("seed", 0), "seed", int, 0, problems)
     storage = str(raw.get("storage", "results"))
-    if "://" in storage:
-        problems.append(f"storage: {storage!r} — object-store URIs are not supported yet; use a folder every node "
-                        "shares (NFS, EFS, a ReadWriteMany volume, or a bucket mounted as a filesystem)")
+    if "://" in storage and not storage.startswith("s3://"):
+        problems.append(f"storage: {storage!r} — use a folder every node shares or an s3:// URI")
+    elif storage.startswith("s3://") and not storage[len("s3://"):].strip("/"):
+        problems.append(f"storage: {storage!r} names no bucket (s3://bucket/prefix)")
+    elif "://" not in storage:
+        storage = Path(storage).expanduser().resolve().as_posix()
     name = str(raw.get("name") or "")
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         problems.append(f"name: {name!r} must be a non-empty folder name without slashes or spaces")
+    spec = Spec(name=name, task=task, config=fixed, algorithm=algorithm, space=space, include=include,
+                num_samples=num_samples, metrics=metrics, modes=modes, scheduler=scheduler, cpus=cpus, gpus=gpus,
+                workers=workers, max_concurrent=max_conc, retries=retries, seed=seed, storage=storage.rstrip("/"),
+                source=source)
+    if task is not None:  # the config's cross-field checks, on every trial the search can produce
+        from .search import check_points, trial_points
+        problems += check_points(spec)
+        if "from_trials" in raw or task.sources:  # the earlier trials this sweep starts from (sweeplab.artifacts)
+            from .artifacts import resolve
+            points = []
+            for point in trial_points(spec):
+                try:
+                    points.append(C.to_dict(C.build(task.config, point)))
+                except ValueError:
+                    pass  # reported above
+            spec.from_trials, more = resolve(raw.get("from_trials"), task, points)
+            problems += more
     if problems:
         raise SpecError(source, problems)
-    return Spec(name=name, task=task, config=fixed, algorithm=algorithm, space=space, include=include,
-                num_samples=num_samples, metrics=metrics, modes=modes, scheduler={"type": sched_type, **sched},
-                cpus=cpus, gpus=gpus, workers=workers, max_concurrent=max_conc, retries=retries, seed=seed,
-                storage=Path(storage).expanduser().resolve(), source=source)
+    return spec
+
+
+def final_metrics(task: Task) -> list[str]:
+    """The task's final metrics by the names trials report them under (their column names)."""
+    return [metric_column(task, m) for m in task.metrics]
+
+
+def metric_names(task: Task) -> list[str]:
+    """The names a spec may optimise: the task's final metrics, then the core's."""
+    return final_metrics(task) + list(CORE_METRICS)
+
+
+def _check_scheduler(sched: dict, task: Task | None, metrics: list, modes: list, problems: list) -> dict:
+    """The scheduler section, typed, ASHA's defaults filled in (the one place they are set)."""
+    kind = sched.get("type", "fifo")
+    if kind not in ("fifo", "asha"):
+        problems.append(f"scheduler.type: {kind!r} is not 'fifo' or 'asha'")
+        return {"type": kind}
+    if kind == "fifo":
+        problems += [f"scheduler.{k}: only scheduler.type asha uses it" for k in sched if k != "type"]
+        return {"type": kind}
+    out = {"type": kind, **ASHA_DEFAULTS}
+    for key in ("max_t", "grace_period"):
+        out[key] = _number(sched.get(key, out[key]), f"scheduler.{key}", int, 1, problems)
+    out["reduction_factor"] = _number(sched.get("reduction_factor", out["reduction_factor"]),
+                                      "scheduler.reduction_factor", float, 1, problems, strict=True)
+    if out["grace_period"] > out["max_t"]:
+        problems.append(f"scheduler.grace_period: {out['grace_period']} is above max_t {out['max_t']}")
+    reports = ["training_iteration", *(task.reports if task else ())]
+    out["time_attr"] = sched.get("time_attr", out["time_attr"])
+    if task is not None and out["time_attr"] not in reports:
+        problems.append(f"scheduler.time_attr: {out['time_attr']!r} is not reported by task {task.name!r} "
+                        f"(valid: {', '.join(reports)})")
+    if "mode" in sched:
+        out["mode"] = sched["mode"]
+        if out["mode"] not in ("min", "max"):
+            problems.append(f"scheduler.mode: {out['mode']!r} is not 'min' or 'max'")
+    if "metric" in sched:
+        out["metric"] = sched["metric"]
+        valid = [*task.reports, *final_metrics(task)] if task else []
+        if task is not None and out["metric"] not in valid:
+            problems.append(f"scheduler.metric: {out['metric']!r} is not a report nor a final metric of task "
+                            f"{task.name!r} (valid: {', '.join(dict.fromkeys(valid))})")
+        if "mode" not in sched:
+            if out["metric"] in metrics and len(modes) == len(metrics):
+                out["mode"] = modes[metrics.index(out["metric"])]
+            else:
+                problems.append(f"scheduler.metric {out['metric']!r} needs scheduler.mode (min or max)")
+    elif len(metrics) > 1:
+        problems.append("scheduler: asha with several metrics needs scheduler.metric and scheduler.mode")
+    return out
+
+
+def resolved(spec: Spec) -> dict[str, Any]:
+    """What a sweep's trials depend on, as canonical JSON data (sorted keys, tuples as lists): ``sweeplab resume``
+    refuses a spec whose resolved form differs from the stored one. Resources, ``max_concurrent``, ``retries`` and
+    ``storage`` may change between a run and its resume."""
+    doc = {"task": spec.task.name, "config": spec.config, "algorithm": spec.algorithm,
+           "space": {k: v if isinstance(v, list) else {v.kind: list(v.args)} for k, v in spec.space.items()},
+           "include": spec.include, "num_samples": spec.num_samples, "metrics": spec.metrics, "modes": spec.modes,
+           "scheduler": spec.scheduler, "seed": spec.seed}
+    if spec.from_trials:  # absent when empty: older sweeps' fingerprints stay valid
+        doc["from_trials"] = spec.from_trials
+    return json.loads(_canonical(doc))
+
+
+def fingerprint(spec: Spec) -> str:
+    """sha256 of the canonical JSON of :func:`resolved`."""
+    return hashlib.sha256(_canonical(resolved(spec)).encode()).hexdigest()
+
+
+def _canonical(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=list)
+
+
+_UNSET = object()
+
+
+def changes(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for each key of two :func:`resolved` documents that differs (one level into mappings:
+    ``config.lr: 0.1 -> 0.2``)."""
+    def show(v):
+        return "(unset)" if v is _UNSET else json.dumps(v, sort_keys=True)
+
+    out = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key, _UNSET), new.get(key, _UNSET)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}: {show(a.get(k, _UNSET))} -> {show(b.get(k, _UNSET))}"
+                    for k in sorted(a.keys() | b.keys()) if a.get(k, _UNSET) != b.get(k, _UNSET)]
+        else:
+            out.append(f"{key}: {show(a)} -> {show(b)}")
+    return out
 
 
 def _mapping(raw: dict, key: str, valid: set, problems: list) -> dict:
@@ -228,7 +349,8 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _number(value, name, kind, low, problems):
+def _number(value, name, kind, low, problems, strict=False):
+    """``value`` as ``kind``, at least ``low`` (above it when ``strict``), or ``low`` with a problem recorded."""
     not_int = kind is int and isinstance(value, (int, float)) and not float(value).is_integer()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not_int:
         problems.append(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
@@ -236,8 +358,9 @@ def _number(value, name, kind, low, problems):
     if isinstance(value, float) and not math.isfinite(value):
         problems.append(f"{name}: expected a finite number, got {value!r}")
         return low
-    if value < low:
-        problems.append(f"{name}: {value!r} is below the minimum {low}")
+    if value < low or (strict and value == low):
+        problems.append(f"{name}: {value!r} must be above {low}" if strict else
+                        f"{name}: {value!r} is below the minimum {low}")
         return low
     return kind(value)
 
@@ -292,6 +415,9 @@ def _check_space(infos: dict, space: Any, algorithm: str, problems: list) -> dic
                 continue
             if kind == "loguniform" and args[0] <= 0:
                 problems.append(f"{where}: loguniform needs low > 0, got {args[0]!r}")
+                continue
+            if kind in ("uniform", "loguniform") and infos[key].type is int:
+                problems.append(f"{where}: {key} is an integer: use randint (a {kind} draws fractions)")
                 continue
             try:
                 bounds = args if kind == "choice" else [args[0], args[1] - 1 if kind == "randint" else args[1]]

@@ -1,9 +1,9 @@
 """``sweeplab submit``: a sweep as a Ray job, through the cluster's Jobs API (what ``ray job submit`` does).
 
-Everything that can be checked here is checked before anything is sent: the spec validates, its storage is an absolute
-path (which every node must share), the dashboard answers, and when the cluster uses token
-authentication a token is found (``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``,
-the order Ray itself uses) and accepted.
+Everything that can be checked here is checked before anything is sent: the spec validates, its storage is an
+``s3://`` URI or an absolute path (which every node must share), the dashboard answers, and when the cluster uses
+token authentication a token is found (``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH_TOKEN_PATH``, or
+``~/.ray/auth_token``, the order Ray itself uses) and accepted.
 
 What travels with the job (its runtime environment):
 
@@ -12,7 +12,15 @@ What travels with the job (its runtime environment):
   plus any ``--py-module`` folders. Ray puts them first on every worker's ``PYTHONPATH``, so the cluster runs
   this code without a new image. A ``.whl`` is not used: Ray would ``pip install`` it with its dependencies on
   every node (CUDA torch is several GB). The dependencies come with the nodes' image (``cluster/Dockerfile``).
-* ``env_vars``: Ray Train V2 on, ``$SWEEPLAB_TASK_MODULES`` when set here, and every ``--env KEY=VALUE``.
+* ``env_vars``: Ray Train V2 on, ``$SWEEPLAB_TASK_MODULES`` when set here, for a sweep on ``s3://`` the endpoint
+  and region variables set here (:data:`S3_FORWARDED`: the nodes then reach the same store as this machine), and
+  every ``--env KEY=VALUE`` (``--env KEY`` passes this machine's value of ``KEY``). Ray applies them to the job's
+  driver and to every trial and Train worker, on every node.
+
+Credentials are not forwarded by themselves: a job's ``env_vars`` are shown to anyone who can see the dashboard.
+Give the nodes their own (an instance role, a Kubernetes secret, the environment of ``ray start``), or pass them
+on purpose with ``--env AWS_ACCESS_KEY_ID --env AWS_SECRET_ACCESS_KEY``. The storage folder never carries them:
+the filesystem handed to Ray pickles without them (:class:`sweeplab.storage.EnvS3FileSystem`).
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ from pathlib import Path
 TOKEN_HELP = ("put the cluster's token in ~/.ray/auth_token, or export RAY_AUTH_TOKEN=<token> "
               "(or RAY_AUTH_TOKEN_PATH=<file>); on the head node `ray get-auth-token` prints it")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+S3_FORWARDED = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
 
 
 class SubmitError(Exception):
@@ -103,10 +112,10 @@ def _storage_problem(spec_path: Path, overrides: list[str]) -> str | None:
     raw = yaml.safe_load(spec_path.read_text()) or {}
     apply_overrides(raw, overrides, None)  # `storage` is a top-level key; load() already reported other problems
     storage = str(raw.get("storage", "results"))
-    if os.path.isabs(os.path.expanduser(storage)):
+    if storage.startswith("s3://") or os.path.isabs(os.path.expanduser(storage)):
         return None
     return (f"storage {storage!r} is a relative path: a submitted sweep runs in a temporary folder on the head "
-            "node, so give an absolute path every node shares (--set storage=/mnt/sweeps)")
+            "node, so give an absolute path every node shares (--set storage=/mnt/sweeps) or an s3:// URI")
 
 
 def package_dir(stage: Path) -> Path:
@@ -133,10 +142,14 @@ def build_job(spec_path: Path, overrides: list[str], stage: Path, *, resume: boo
     env_vars = {"RAY_TRAIN_V2_ENABLED": "1"}
     if os.environ.get(TASK_MODULES_ENV):
         env_vars[TASK_MODULES_ENV] = os.environ[TASK_MODULES_ENV]
+    if any(str(uri).startswith("s3://") for uri in (spec.storage, *spec.from_trials.values())):
+        env_vars.update({k: os.environ[k] for k in S3_FORWARDED if os.environ.get(k)})
     for item in env:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SubmitError(f"--env {item!r}: expected KEY=VALUE", 2)
+        if not sep and key in os.environ:
+            value = os.environ[key]
+        elif not sep or not key:
+            raise SubmitError(f"--env {item!r}: expected KEY=VALUE, or the name of a variable set here", 2)
         env_vars[key] = value
     for mod in py_modules:
         if not Path(mod).exists():

@@ -57,21 +57,44 @@ class TrialContext(Protocol):
         """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` with one rank. Lets a task
         spread independent work (e.g. images) over a trial's workers and collect the results for rank 0."""
 
+    sources: dict[str, Any]
+    """The trials this trial starts from (spec key ``from_trials``), by name: :class:`sweeplab.artifacts.Source`
+    objects with ``config`` and ``load(artifact)``; empty when the sweep names none."""
+
+    def save_artifact(self, name: str, payload: dict[str, Any]) -> None:
+        """Keep a named artifact (a ``torch.save``-able dict: weights plus what rebuilds the model) beside the
+        trial's results, for later sweeps to start from (:mod:`sweeplab.artifacts`). Only rank 0's is kept."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A registered paper.
 
-    name:        registry name used in sweep specs (``task: compression``).
-    config:      frozen dataclass made with :func:`sweeplab.config.param` fields.
-    build_model: ``cfg -> torch.nn.Module | None``; the model whose parameters and GMACs are reported
-                 (None for methods without one, e.g. a JPEG anchor).
-    input_shape: ``cfg -> tuple[int, ...]``; the reference input (batch included) for cost estimates.
-    load_data:   ``cfg -> data``; the real dataset when the config names a path, else the embedded default.
-    train:       ``(cfg, data, ctx) -> state``; the training loop (calls ``ctx.report`` as it goes).
-    evaluate:    ``(cfg, state, data, ctx) -> Evaluation``; runs on rank 0 after training.
-    plot:        optional ``(trials: DataFrame, evaluations: DataFrame, out_path) -> None``.
-    summary:     optional; metric names the results table shows first.
+    name:         registry name used in sweep specs (``task: compression``).
+    config:       frozen dataclass made with :func:`sweeplab.config.param` fields.
+    build_model:  ``cfg -> torch.nn.Module | None``; the model whose parameters and GMACs are reported
+                  (None for methods without one, e.g. a JPEG anchor). For a task of several networks, the
+                  inference path.
+    input_shape:  ``cfg -> shape``; the reference input (batch included) for cost estimates, or a tuple of
+                  shapes when the model takes several inputs (``model(*inputs)``, e.g. a fixed and a moving
+                  volume).
+    load_data:    ``cfg -> data``; the real dataset when the config names a path, else the embedded default.
+    train:        ``(cfg, data, ctx) -> state``; the training loop (calls ``ctx.report`` as it goes).
+    evaluate:     ``(cfg, state, data, ctx) -> Evaluation``; runs on rank 0 after training.
+    metrics:      ``{name: type}`` of the final metrics ``evaluate`` returns: the metric columns of ``trials``
+                  and the names a spec may optimise. Reporting an undeclared metric fails the trial.
+    eval_columns: ``{name: type}`` of the columns of ``evaluate``'s rows (the ``evaluations`` table).
+    reports:      names of the metrics ``train`` reports as it goes (``loss``, ``progress``...): what a
+                  scheduler may act on, besides ``training_iteration``.
+    components:   optional ``cfg -> {name: (build, shape)}``: the networks of a task made of several, each
+                  with a builder (no argument) and its reference input; their parameters and GMACs are reported
+                  beside the inference path's (``describe --json`` ``components``, the ``components`` column).
+    trained_config: optional ``(cfg, data) -> cfg``: the config of the model a trial actually trains once its
+                  data is known (e.g. the number of tags the data has), for its cost.
+    sources:      optional ``{name: sweeplab.artifacts.Needs}``: the earlier trials a sweep of this task may
+                  start from (spec key ``from_trials``), checked before anything starts.
+    plot:         optional ``(trials: DataFrame, evaluations: DataFrame, out_path) -> None``.
+    summary:      optional; metric names the results table shows first.
     """
     name: str
     config: type
@@ -80,11 +103,18 @@ class Task:
     load_data: Callable[[Any], Any]
     train: Callable[[Any, Any, TrialContext], Any]
     evaluate: Callable[[Any, Any, Any, TrialContext], Evaluation]
+    metrics: dict[str, type]
+    eval_columns: dict[str, type]
+    reports: tuple[str, ...] = ("loss", "progress")
+    components: Callable[[Any], dict[str, tuple[Callable[[], torch.nn.Module], tuple]]] | None = None
+    trained_config: Callable[[Any, Any], Any] | None = None
+    sources: dict[str, Any] | None = None
     plot: Callable[..., None] | None = None
     summary: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, Task] = {}
+_BROKEN: dict[str, str] = {}  # module name -> why it could not be imported
 
 
 def register_task(task: Task) -> Task:
@@ -92,8 +122,21 @@ def register_task(task: Task) -> Task:
         raise ValueError(f"task {task.name!r} is registered twice")
     if not dataclasses.is_dataclass(task.config):
         raise TypeError(f"task {task.name!r}: config must be a dataclass")
+    from . import config as C
+    from .schema import arrow_type
+    C.fields(task.config)  # checks the conditions between fields
+    for what, columns in (("metrics", task.metrics), ("eval_columns", task.eval_columns)):
+        for col, tp in columns.items():
+            try:
+                arrow_type(tp)
+            except TypeError as exc:
+                raise TypeError(f"task {task.name!r}: {what}[{col!r}]: {exc}") from None
     _REGISTRY[task.name] = task
     return task
+
+
+class BrokenTask(KeyError):
+    """A task whose package failed to import: the other tasks still work."""
 
 
 TASK_MODULES_ENV = "SWEEPLAB_TASK_MODULES"
@@ -104,14 +147,20 @@ def _discover() -> None:
     ``$SWEEPLAB_TASK_MODULES``: tasks kept outside this repository, importable on every node (``PYTHONPATH``,
     or ``sweeplab submit --py-module``)."""
     import sweeplab.tasks as pkg
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.ispkg:
-            importlib.import_module(f"{pkg.__name__}.{mod.name}")
-    for name in filter(None, (m.strip() for m in os.environ.get(TASK_MODULES_ENV, "").split(","))):
+    names = [f"{pkg.__name__}.{mod.name}" for mod in pkgutil.iter_modules(pkg.__path__) if mod.ispkg]
+    names += list(filter(None, (m.strip() for m in os.environ.get(TASK_MODULES_ENV, "").split(","))))
+    for name in names:
+        if name in _BROKEN:
+            continue
         try:
             importlib.import_module(name)
-        except ImportError as exc:
-            raise ImportError(f"${TASK_MODULES_ENV} names {name!r}, which cannot be imported: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - one broken task package must not break the others
+            where = f"${TASK_MODULES_ENV} names {name!r}, which" if not name.startswith(pkg.__name__) else name
+            _BROKEN[name] = f"{where} cannot be imported: {type(exc).__name__}: {exc}"
+
+
+def _short(module: str) -> str:
+    return module.rpartition(".")[2]
 
 
 def list_tasks() -> dict[str, Task]:
@@ -119,8 +168,17 @@ def list_tasks() -> dict[str, Task]:
     return dict(sorted(_REGISTRY.items()))
 
 
+def broken_tasks() -> dict[str, str]:
+    """Task packages that failed to import: short name -> the error."""
+    _discover()
+    return {_short(m): why for m, why in sorted(_BROKEN.items())}
+
+
 def get_task(name: str) -> Task:
     tasks = list_tasks()
     if name not in tasks:
+        broken = broken_tasks()
+        if name in broken:
+            raise BrokenTask(f"task {name!r} is broken: {broken[name]}")
         raise KeyError(f"unknown task {name!r} (registered: {', '.join(tasks) or 'none'})")
     return tasks[name]

@@ -1,22 +1,21 @@
 """One trial, the same code path in-process (``--local``), in a Tune trial, and on each Ray Train worker."""
 from __future__ import annotations
 
-import datetime as dt
+import json
 import math
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import config as C
 from . import results
+from . import schema as S
 from .cost import model_cost
+from .storage import location
 from .task import Task, TrialContext
 
-SEED_KEY = "_seed"  # the trial's seed travels with its config under this key (not a task config name)
 FINAL_KEY = "final_report"  # set to 1 in the last report of a trial that completed its evaluation
 
 
@@ -26,15 +25,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+SEED_KEY = "_seed"  # a trial's seed travels with its config under this key (not a config name)
+
+
+def trial_seed(spec_seed: int, number: int) -> int:
+    """The seed of the sweep's trial ``number`` (the grid's order, or the sampler's trial number): different for
+    every trial, and the same for the same spec seed and trial on both runners (numpy's ``SeedSequence`` mixes the
+    two, so nearby spec seeds do not share trial seeds)."""
+    return int(np.random.SeedSequence([spec_seed, number]).generate_state(1)[0])
+
+
 def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    values = {k: v for k, v in params.items() if not k.startswith("_")}
-    return values, int(params.get(SEED_KEY, 0))
+    """A trial's params -> (config values, seed)."""
+    return {k: v for k, v in params.items() if not k.startswith("_")}, int(params[SEED_KEY])
 
 
-def final_metrics(cfg_fields: set[str], metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metric names that collide with a config name or a core column get a ``metric_`` prefix."""
-    taken = cfg_fields | set(results.TRIAL_COLUMNS)
-    return {(f"metric_{k}" if k in taken else k): v for k, v in metrics.items()}
+def full_config(task: Task, values: dict[str, Any]) -> dict[str, Any]:
+    """Every config value of a trial (defaults filled in), JSON-able: what its artifacts are described by."""
+    from . import config as C
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in C.to_dict(C.build(task.config, values)).items()}
 
 
 def finite_number(v: Any) -> bool:
@@ -42,22 +51,37 @@ def finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def _reported(task: Task, row: dict[str, Any]) -> dict[str, Any]:
+    """What a completed trial reports to Tune: its finite metrics (by column name), params, GMACs, time."""
+    report = {S.metric_column(task, m): row.get(S.metric_column(task, m)) for m in task.metrics}
+    report.update({k: row.get(k) for k in ("params", "gmacs", "train_seconds")})
+    return {k: v for k, v in report.items() if finite_number(v)}
+
+
 def final_report(task: Task, row: dict[str, Any]) -> dict[str, Any]:
-    """The last report of a trial that already completed, rebuilt from its trial row: what :func:`run_trial`
-    reported (its metrics, params, GMACs and training time), so a resumed sweep can report the trial again instead
-    of running it again."""
-    taken = set(C.fields(task.config)) | set(results.TRIAL_COLUMNS)
-    report = {k: v for k, v in row.items() if k not in taken and finite_number(v)}
-    report.update({k: row[k] for k in ("params", "gmacs", "train_seconds") if finite_number(row.get(k))})
-    return {**report, FINAL_KEY: 1}
+    """The last report of a trial that already completed, rebuilt from its trial row, so a resumed sweep can
+    report the trial again instead of running it again."""
+    return {**_reported(task, row), FINAL_KEY: 1}
 
 
-def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: str, sweep_dir: Path,
-              code_version: str) -> dict[str, Any]:
-    """Build the config, train, evaluate on rank 0, write the trial's fragment, report the final metrics."""
+def check_declared(task: Task, metrics: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """A task must report only what it declares (the declarations are the tables' schema)."""
+    problems = []
+    if extra := sorted(set(metrics) - set(task.metrics)):
+        problems.append(f"metrics {extra} (declared: {sorted(task.metrics)})")
+    if extra := sorted({k for r in rows for k in r} - set(task.eval_columns)):
+        problems.append(f"evaluation columns {extra} (declared: {sorted(task.eval_columns)})")
+    if problems:
+        raise ValueError(f"task {task.name!r} returned undeclared " + " and ".join(problems))
+
+
+def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: str, sweep_dir, code_version: str,
+              started_from: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build the config, train, evaluate on rank 0, write the trial's results, report the final metrics."""
+    from . import config as C
     cfg = C.build(task.config, values)
     seed_everything(ctx.seed + ctx.rank)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = results.now()
     t0 = time.perf_counter()
     data = task.load_data(cfg)
     state = task.train(cfg, data, ctx)
@@ -65,17 +89,16 @@ def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: s
     final: dict[str, Any] = {}
     if ctx.rank == 0:
         evaluation = task.evaluate(cfg, state, data, ctx)
-        cost = model_cost(task, cfg)
-        metrics = final_metrics(set(C.fields(task.config)), evaluation.metrics)
-        row = {"sweep": sweep, "task": task.name, "trial_id": ctx.trial_id, "status": "completed", "error": None,
-               "params": cost.params, "gmacs": cost.gmacs, "gmacs_convention": cost.convention,
-               "input_shape": "x".join(map(str, cost.input_shape)), "train_seconds": train_seconds,
-               "device": str(ctx.device), "num_workers": ctx.world_size, "seed": ctx.seed,
-               "code_version": code_version, "started_at": started,
-               "ended_at": dt.datetime.now(dt.timezone.utc), **C.scalar_columns(cfg), **metrics}
+        check_declared(task, evaluation.metrics, evaluation.rows)
+        cost = model_cost(task, task.trained_config(cfg, data) if task.trained_config else cfg)
+        run = {"params": cost.params, "gmacs": cost.gmacs, "gmacs_convention": cost.convention,
+               "input_shape": cost.shape_text, "components": json.dumps(cost.components) if cost.components
+               else None, "train_seconds": train_seconds, "device": str(ctx.device), "num_workers": ctx.world_size,
+               "code_version": code_version, "started_at": started, "ended_at": results.now()}
+        row = results.trial_row(task, sweep=sweep, trial_id=ctx.trial_id, status="completed", values=values,
+                                seed=ctx.seed, metrics=evaluation.metrics, run=run, started_from=started_from)
         rows = [{"sweep": sweep, "task": task.name, "trial_id": ctx.trial_id, **r} for r in evaluation.rows]
-        results.write_fragment(sweep_dir, ctx.trial_id, row, rows)
-        final = {k: v for k, v in metrics.items() if finite_number(v)}
-        final.update(params=cost.params, gmacs=cost.gmacs, train_seconds=train_seconds)
+        results.write_trial_result(location(sweep_dir), task, ctx.trial_id, row, rows)
+        final = _reported(task, row)
     ctx.report({**final, FINAL_KEY: 1})
     return final

@@ -2,12 +2,13 @@
 quantization independent?", ICASSP 2018. Model in ``model.py`` (layers, density), training in ``train.py``,
 data / evaluation / anchors / plot in their modules; configuration in ``config.py``.
 """
+from sweeplab.artifacts import Needs
 from sweeplab.task import Task, register_task
 
 from . import data, evaluate
 from .config import CompressionConfig
 from .model import build_model
-from .train import train
+from .train import ARTIFACT, REPORTS, train
 
 
 def plot_rate_distortion(trials, evaluations, out_path) -> None:
@@ -24,6 +25,11 @@ TASK = register_task(Task(
     load_data=data.load_data,
     train=train,  # None for the anchors: nothing to train
     evaluate=evaluate.evaluate,
+    metrics=evaluate.METRIC_TYPES,  # psnr, bpp, bpp_coded, rate_gap_bpp, mean_rate_gap_bpp
+    eval_columns=evaluate.ROW_TYPES,  # method, beta, quality, image, bpp, bpp_coded, rate_gap_bpp, ...
+    reports=REPORTS,  # iteration, progress, loss, distortion, rate, psnr_train (autoencoder only)
+    sources={"model": Needs((ARTIFACT,), same=("codec", "quantization", "m"),
+                            doc="a trained autoencoder to evaluate without training")},
     plot=plot_rate_distortion,
     summary=("psnr", "bpp", "bpp_coded"),
 ))

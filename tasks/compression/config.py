@@ -20,6 +20,14 @@ from sweeplab.config import param
 GAMMA_SET = (10000.0, 12000.0, 16000.0, 24000.0, 40000.0, 72000.0, 96000.0)  # S, Section 4
 BETA_SET = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)  # B, Section 4
 
+# Conditions (``param(when=...)``): the fields of the autoencoder (model, training, training/extra data) do not apply
+# to the anchors, whose trials neither train nor read the training crops or the extra images; the step fields only
+# to learned-step (a condition chained on ``quantization``, itself autoencoder-only). ``train_dir``/``extra_dir``
+# stay unconditional: every trial's ``load_data`` lists (and ``check`` validates) them, anchors included, and a
+# sweep sets them once for all its trials.
+_AUTOENCODER = {"codec": "autoencoder"}
+_LEARNED_STEP = {"quantization": "learned-step"}
+
 
 @dataclass(frozen=True)
 class CompressionConfig:
@@ -27,29 +35,35 @@ class CompressionConfig:
                        choices=("autoencoder", "jpeg", "jpeg2000"))
     quantization: str = param("fixed-step", "fixed-step: GDN/IGDN bit allocation, step 1 (cases 1 and 3); "
                               "learned-step: one learned delta_i per map + piecewise-linear density (case 2)",
-                              choices=("fixed-step", "learned-step"))
-    gamma: float = param(10000.0, "rate weight gamma of eq. (1)/(4)", low=0.0)
-    m: int = param(128, "number of feature maps of Y (Section 3: m = 128)", low=1)
-    betas: tuple[float, ...] = param(BETA_SET, "test-time step multipliers beta (Section 4, set B)", low=0.0)
+                              choices=("fixed-step", "learned-step"), when=_AUTOENCODER)
+    gamma: float = param(10000.0, "rate weight gamma of eq. (1)/(4)", low=0.0, when=_AUTOENCODER)
+    m: int = param(128, "number of feature maps of Y (Section 3: m = 128)", low=1, when=_AUTOENCODER)
+    betas: tuple[float, ...] = param(BETA_SET, "test-time step multipliers beta (Section 4, set B)", low=0.0,
+                                     when=_AUTOENCODER)
     # training (Section 3 and the authors' code)
-    iterations: int = param(1_000_000, "training iterations (mini-batches) after the density warm-up", low=0)
-    batch_size: int = param(10, "mini-batch size", low=1)
-    crop_size: int = param(256, "side of the random luminance training crops (multiple of 16)", low=16)
-    n_train_crops: int = param(24000, "number of training crops extracted once from the training images", low=1)
-    lr: float = param(1e-4, "Adam learning rate of the transform (encoder + decoder + GDN)", low=0.0)
-    lr_density: float = param(0.2, "plain gradient-descent learning rate of the density parameters", low=0.0)
+    iterations: int = param(1_000_000, "training iterations (mini-batches) after the density warm-up", low=0,
+                            when=_AUTOENCODER)
+    batch_size: int = param(10, "mini-batch size", low=1, when=_AUTOENCODER)
+    crop_size: int = param(256, "side of the random luminance training crops (multiple of 16)", low=16,
+                           when=_AUTOENCODER)
+    n_train_crops: int = param(24000, "number of training crops extracted once from the training images", low=1,
+                               when=_AUTOENCODER)
+    lr: float = param(1e-4, "Adam learning rate of the transform (encoder + decoder + GDN)", low=0.0, when=_AUTOENCODER)
+    lr_density: float = param(0.2, "plain gradient-descent learning rate of the density parameters", low=0.0,
+                              when=_AUTOENCODER)
     lr_delta: float = param(2e-8, "plain gradient-descent learning rate of the steps delta_i (authors' LR_BW: the "
-                            "rate gradient gamma / (delta ln 2) is ~1e4 per map)", low=0.0)
+                            "rate gradient gamma / (delta ln 2) is ~1e4 per map)", low=0.0, when=_LEARNED_STEP)
     delta_init: float = param(0.5, "initial steps delta_i of learned-step (authors' released case-2 model: 0.5; "
-                              "projected onto [0.8, 4] at the first update)", low=0.01)
+                              "projected onto [0.8, 4] at the first update)", low=0.01, when=_LEARNED_STEP)
     weight_decay: float = param(5e-4, "weight of the l2 penalty sum ||W||^2 / 2 over the six convolution kernels "
-                                "(authors' WEIGHT_DECAY_P)", low=0.0)
+                                "(authors' WEIGHT_DECAY_P)", low=0.0, when=_AUTOENCODER)
     lr_schedule: str = param("authors", "authors: lr divided by 10, then 100, at iterations (1.5M, 2M) for "
                              "gamma < 60000, (900k, 950k) for gamma < 80000, else (750k, 800k); "
-                             "constant: lr throughout", choices=("authors", "constant"))
-    density_warmup_epochs: int = param(1, "epochs over the training crops fitting only the density first", low=0)
-    report_every: int = param(100, "iterations between progress reports", low=1)
-    checkpoint_every: int = param(10000, "iterations between checkpoints", low=1)
+                             "constant: lr throughout", choices=("authors", "constant"), when=_AUTOENCODER)
+    density_warmup_epochs: int = param(1, "epochs over the training crops fitting only the density first", low=0,
+                                       when=_AUTOENCODER)
+    report_every: int = param(100, "iterations between progress reports", low=1, when=_AUTOENCODER)
+    checkpoint_every: int = param(10000, "iterations between checkpoints", low=1, when=_AUTOENCODER)
     # data
     train_dir: str = param("", "folder of training images (ImageNet-style, searched recursively); "
                            "empty: images shipped with scikit-image")
@@ -57,18 +71,21 @@ class CompressionConfig:
     extra_dir: str = param("", "folder of extra images for the latent means mu_i (Section 3.1); "
                            "empty: the training images")
     n_extra_images: int = param(1000, "number of extra images (centre crops) for the latent means (authors: 1000)",
-                                low=1)
-    extra_crop: int = param(384, "side of the centre crops of the extra images (authors: 384)", low=16)
+                                low=1, when=_AUTOENCODER)
+    extra_crop: int = param(384, "side of the centre crops of the extra images (authors: 384)", low=16,
+                            when=_AUTOENCODER)
     data_seed: int = param(0, "seed of the training-crop extraction: the same for every trial, so that methods are "
-                           "trained on the same crops", low=0)
+                           "trained on the same crops", low=0, when=_AUTOENCODER)
     n_test_images: int = param(0, "use only the first N test images (0: all)", low=0)
     test_crop: int = param(0, "centre-crop test images to this side (0: full image, cropped to a multiple of 16)",
                            low=0)
     # anchors
     jpeg_qualities: tuple[int, ...] = param((5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
-                                            "JPEG qualities of the anchor curve", low=1, high=100)
+                                            "JPEG qualities of the anchor curve", low=1, high=100,
+                                            when={"codec": "jpeg"})
     jpeg2000_rates: tuple[float, ...] = param((0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0),
-                                              "JPEG 2000 target rates in bits per pixel", low=0.0)
+                                              "JPEG 2000 target rates in bits per pixel", low=0.0,
+                                              when={"codec": "jpeg2000"})
 
     def check(self) -> list[str]:
         problems = []

@@ -26,9 +26,15 @@ from sweeplab.task import Evaluation
 from . import anchors
 from .metrics import empirical_entropy_bpp, mse, psnr, range_code, side_information_bits
 
-ROW_KEYS = ("method", "beta", "quality", "image", "bpp", "bpp_coded", "rate_gap_bpp", "side_info_bpp", "psnr",
-            "mse")
+# The columns of the evaluation rows and their types (the task's ``eval_columns``): ``beta`` and
+# ``side_info_bpp`` are null in anchor rows, ``quality`` (the JPEG quality or JPEG 2000 target bpp) in autoencoder
+# rows.
+ROW_TYPES = {"method": str, "beta": float, "quality": float, "image": str, "bpp": float, "bpp_coded": float,
+             "rate_gap_bpp": float, "side_info_bpp": float, "psnr": float, "mse": float}
+ROW_KEYS = tuple(ROW_TYPES)
 SUMMARY_KEYS = ("psnr", "bpp", "bpp_coded", "rate_gap_bpp")
+# The final metrics :func:`evaluate` returns (the task's ``metrics``).
+METRIC_TYPES = {**{key: float for key in SUMMARY_KEYS}, "mean_rate_gap_bpp": float}
 
 
 def quantize(y: torch.Tensor, mu: torch.Tensor, delta: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,9 @@ import torch.distributed as dist
 from .density import PiecewiseLinearDensity
 from .model import STRIDE, Autoencoder, build_model
 
+# What :func:`train` passes to ``ctx.report`` (the task's ``reports``).
+REPORTS = ("iteration", "progress", "loss", "distortion", "rate", "psnr_train")
+
 
 def _all_reduce(t: torch.Tensor, ctx, op: str = "mean") -> torch.Tensor:
     if ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
@@ -111,6 +114,8 @@ def train(cfg, data, ctx) -> Autoencoder | None:
     """
     if cfg.codec != "autoencoder":
         return None
+    if (source := ctx.sources.get("model")) is not None:
+        return load_trained(cfg, source, ctx)
     torch.manual_seed(ctx.seed * 1009 + ctx.rank)  # the training noise tau
     net = build_model(cfg)
     density = PiecewiseLinearDensity(cfg.m)
@@ -183,4 +188,20 @@ def train(cfg, data, ctx) -> Autoencoder | None:
         net.set_latent_means(extra)
     else:
         ctx.log("no data.extra_images: latent means mu_i left at 0")
+    ctx.save_artifact(ARTIFACT, {"model": net.state_dict(), "density": density.state_dict(),
+                                 "config": {"m": cfg.m, "quantization": cfg.quantization, "gamma": cfg.gamma}})
     return net
+
+
+ARTIFACT = "model"  # what a trained autoencoder leaves for later sweeps (``from_trials: {model: ...}``)
+
+
+def load_trained(cfg, source, ctx) -> Autoencoder:
+    """The autoencoder a trial of an earlier sweep trained (its weights, steps delta_i and latent means mu_i, which
+    were measured on that trial's extra images), for evaluation without training (``sweeps/compression-eval.yaml``).
+    ``m`` and ``quantization`` were checked against the source's when the spec was loaded."""
+    net = build_model(cfg)
+    net.load_state_dict(source.load(ARTIFACT)["model"])
+    ctx.log(f"evaluating the model trained by {source.uri} (no training)")
+    ctx.report({"progress": 1.0})
+    return net.to(ctx.device)

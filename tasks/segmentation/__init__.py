@@ -25,6 +25,9 @@ TASK = register_task(Task(
     load_data=data.load_data,
     train=train.train,
     evaluate=train.evaluate,
+    metrics=train.METRIC_TYPES,  # f_measure, precision, recall, ap50, ap70, segments_per_image
+    eval_columns=train.ROW_TYPES,  # one row per image: image, method, height, width, seconds, f_measure, ...
+    reports=train.REPORTS,  # images_done, progress, mean_f_measure
     plot=plot,
     summary=("f_measure", "ap50", "ap70"),
 ))

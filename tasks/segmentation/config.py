@@ -13,24 +13,33 @@ from pathlib import Path
 
 from sweeplab.config import param
 
+# Conditions (``param(when=...)``): the network, SLIC and training fields are read by ``method.py`` only (the
+# baselines use neither superpixels nor a network); alpha/k by the k-means baseline, threshold by GS.
+_CNN = {"method": "cnn"}
+
 
 @dataclass(frozen=True)
 class SegmentationConfig:
     method: str = param("cnn", "cnn: the paper's method; kmeans or felzenszwalb: the baselines of Section 3",
                         choices=("cnn", "kmeans", "felzenszwalb"))
-    M: int = param(3, "number of convolutional components (conv 3x3, ReLU, batch norm)", low=1)
-    p: int = param(100, "filters of each convolutional component", low=1)
-    q: int = param(100, "responses of the 1x1 classifier (maximum number of labels)", low=2)
-    T: int = param(500, "iterations per image", low=1)
-    lr: float = param(0.1, "SGD learning rate", low=0.0)
-    momentum: float = param(0.9, "SGD momentum", low=0.0, high=1.0)
-    K: int = param(10000, "number of SLIC superpixels", low=1)
-    compactness: float = param(100.0, "SLIC compactness (authors' code: 100)", low=0.0)
+    # the proposed method (``method.py``): network, SLIC superpixels, per-image training
+    M: int = param(3, "number of convolutional components (conv 3x3, ReLU, batch norm)", low=1, when=_CNN)
+    p: int = param(100, "filters of each convolutional component", low=1, when=_CNN)
+    q: int = param(100, "responses of the 1x1 classifier (maximum number of labels)", low=2, when=_CNN)
+    T: int = param(500, "iterations per image", low=1, when=_CNN)
+    lr: float = param(0.1, "SGD learning rate", low=0.0, when=_CNN)
+    momentum: float = param(0.9, "SGD momentum", low=0.0, high=1.0, when=_CNN)
+    K: int = param(10000, "number of SLIC superpixels", low=1, when=_CNN)
+    compactness: float = param(100.0, "SLIC compactness (authors' code: 100)", low=0.0, when=_CNN)
     min_labels: int = param(0, "stop early when the image has at most this many labels (authors' code: 3; "
-                            "the paper runs all T iterations: 0)", low=0)
-    alpha: int = param(1, "k-means: side of the RGB window of each pixel (Section 3: 1, 3, 5, 7)", low=1)
-    k: int = param(10, "k-means: number of clusters (Section 3: 2..20, the best reported)", low=2)
-    threshold: float = param(500.0, "Felzenszwalb: similarity threshold, the paper's beta (100..2000)", low=0.0)
+                            "the paper runs all T iterations: 0)", low=0, when=_CNN)
+    # the baselines (``baselines.py``)
+    alpha: int = param(1, "k-means: side of the RGB window of each pixel (Section 3: 1, 3, 5, 7)", low=1,
+                       when={"method": "kmeans"})
+    k: int = param(10, "k-means: number of clusters (Section 3: 2..20, the best reported)", low=2,
+                   when={"method": "kmeans"})
+    threshold: float = param(500.0, "Felzenszwalb: similarity threshold, the paper's beta (100..2000)", low=0.0,
+                             when={"method": "felzenszwalb"})
     data_dir: str = param("", "BSDS500 root (images/{split}/*.jpg, groundTruth/{split}/*.mat); "
                           "empty: the embedded texture mosaics")
     split: str = param("test", "BSDS500 split", choices=("train", "val", "test"))

@@ -26,7 +26,8 @@ Choices the paper leaves open, made here:
   scikit-learn's ``average_precision_score``); ``interpolated=True`` gives the PASCAL VOC variant, where P(n) is
   replaced by max_{m >= n} P(m). Recall rarely reaches 1, so AP is bounded by the final recall.
 
-:func:`image_metrics` returns one flat, Parquet-friendly row per image; :func:`pool_pr` and :func:`ap` pool rows.
+:func:`image_metrics` returns one row per image (the per-segment flags ``pr_{100 t}_correct`` are lists, a list
+column of ``evaluations``); :func:`pool_pr` and :func:`ap` pool rows.
 """
 from __future__ import annotations
 

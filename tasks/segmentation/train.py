@@ -19,7 +19,17 @@ import time
 import numpy as np
 
 from .baselines import connected_segments, felzenszwalb_segment, kmeans_segment
-from .metrics import ap, image_metrics
+from .metrics import PR_THRESHOLDS, _pr_key, ap, image_metrics
+
+# The task's declarations. Rows of ``evaluations`` (one per image): what :func:`train` adds, then
+# :func:`.metrics.image_metrics`'s keys; the per-segment PR flags are lists (one value per predicted segment).
+PR_COLUMNS = tuple(_pr_key(t) for t in PR_THRESHOLDS)
+ROW_TYPES = {"image": str, "method": str, "height": int, "width": int, "seconds": float, "f_measure": float,
+             "precision": float, "recall": float, "n_segments": int, "n_gt_segments": float, "n_annotators": int,
+             **{key: list[float] for key in PR_COLUMNS}}
+METRIC_TYPES = {"f_measure": float, "precision": float, "recall": float, "ap50": float, "ap70": float,
+                "segments_per_image": float}
+REPORTS = ("images_done", "progress", "mean_f_measure")  # what :func:`train` passes to ``ctx.report``
 
 
 def _predict(cfg, image: np.ndarray, ctx, seed: int) -> np.ndarray:

@@ -21,6 +21,19 @@ import torch.nn.functional as F
 from .features import FeatureStore
 from .models import build_model, input_frames
 
+# The task's declarations: final metrics of :func:`evaluate`, its rows (one per tag; ``roc_auc``/``pr_auc`` null
+# for a tag without both positive and negative test clips), and what :func:`train` reports each epoch.
+METRIC_TYPES = {"roc_auc": float, "pr_auc": float, "tags_evaluated": int, "feature_frames": int,
+                "feature_bytes_per_clip": int}
+ROW_TYPES = {"tag": str, "roc_auc": float, "pr_auc": float, "n_positive": int, "n_test": int}
+REPORTS = ("epoch", "progress", "loss", "val_roc_auc")
+
+
+def trained_config(cfg, data):
+    """The config of the model a trial trains: as many outputs as the data has tags (``data.tags``), which may be
+    fewer than ``cfg.n_tags`` (the embedded set has 12)."""
+    return dataclasses.replace(cfg, n_tags=len(data.tags))
+
 
 def _features(cfg, data, ctx) -> dict[str, np.ndarray]:
     store = FeatureStore(Path(cfg.feature_dir).expanduser())
@@ -82,7 +95,7 @@ def auc_scores(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
 def train(cfg, data, ctx):
     """Train the model of ``cfg``; returns ``(model, features)`` with the best validation weights loaded."""
     feats = _features(cfg, data, ctx)
-    net = build_model(dataclasses.replace(cfg, n_tags=len(data.tags)))  # fewer tags than n_tags may exist
+    net = build_model(trained_config(cfg, data))  # fewer tags than n_tags may exist
     model = ctx.prepare_model(net)
     net = getattr(model, "module", model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)

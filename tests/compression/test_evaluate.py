@@ -104,6 +104,28 @@ def test_anchor_rows_and_metrics(test_images, ctx, codec, settings):
     assert result.metrics["mean_rate_gap_bpp"] == 0.0
 
 
+@pytest.mark.parametrize("codec", ["autoencoder", "jpeg", "jpeg2000"])
+def test_declarations_cover_what_evaluate_returns(test_images, ctx, codec):
+    """The task's ``metrics``/``eval_columns`` are exactly the keys evaluate returns, with matching types (a value
+    that does not apply to the row's method is None)."""
+    from sweeplab.task import get_task
+    from sweeplab.trial import check_declared
+    task = get_task("compression")
+    cfg = dataclasses.replace(CompressionConfig(), codec=codec, betas=(1.0, 2.0), jpeg_qualities=(10, 50),
+                              jpeg2000_rates=(0.5, 1.0))
+    result = evaluate(cfg, _model(test_images) if codec == "autoencoder" else None,
+                      SimpleNamespace(test_images=test_images), ctx)
+    check_declared(task, result.metrics, result.rows)
+    assert set(result.metrics) == set(task.metrics)
+    assert all(isinstance(v, task.metrics[k]) for k, v in result.metrics.items())
+    assert {k for r in result.rows for k in r} == set(task.eval_columns) == set(ROW_KEYS)
+    for row in result.rows:
+        for key, value in row.items():
+            assert value is None or isinstance(value, task.eval_columns[key]), (key, value)
+    present = {k for r in result.rows for k, v in r.items() if v is not None}
+    assert ("beta" in present, "quality" in present) == ((True, False) if codec == "autoencoder" else (False, True))
+
+
 def _synthetic_tables():
     trials, rows = [], []
     rng = np.random.default_rng(0)

@@ -31,6 +31,8 @@ def test_training_reduces_the_loss_reports_and_resumes(tmp_path):
     model = train(_cfg(), data, ctx)
     assert [r["iteration"] for r in ctx.reports] == [5, 10, 15, 20, 25, 30]
     assert set(ctx.reports[0]) == {"iteration", "progress", "loss", "distortion", "rate", "psnr_train"}
+    from sweeplab.task import get_task
+    assert set(get_task("compression").reports) == {k for r in ctx.reports for k in r}  # the task's declaration
     assert [r["progress"] for r in ctx.reports] == [i / 30 for i in (5, 10, 15, 20, 25, 30)]
     assert ctx.reports[-1]["loss"] < 0.8 * ctx.reports[0]["loss"]
     assert ctx.reports[-1]["psnr_train"] > ctx.reports[0]["psnr_train"]

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from sweeplab.tasks.segmentation.metrics import (ap, average_precision, image_metrics, iou_matrix, pool_pr)
+from sweeplab.tasks.segmentation.metrics import (ap, average_precision, image_metrics, iou_matrix,
+                                                  pool_pr)
 
 # Predicted segments: 0 = left half (8 px), 1 = five pixels top right, 2 = three pixels bottom right.
 PRED = np.array([[0, 0, 1, 1],
@@ -109,6 +110,18 @@ def test_pool_pr_weighs_annotator_fractions():
     np.testing.assert_allclose(recall, [0.5 / 5, 1.5 / 5])
     with pytest.raises(ValueError):
         pool_pr([], 0.5)
+
+
+def test_pool_pr_reads_the_flags_as_stored_in_the_results_table():
+    """The flags are a list column of ``evaluations``; read back through Parquet they pool the same."""
+    from sweeplab import schema
+    rows = [{"pr_50_correct": [0.5, 1.0, 1 / 3], "n_gt_segments": 4.0},
+            {"pr_50_correct": [0.0], "n_gt_segments": 1.0}]
+    table = schema.table(rows, {"pr_50_correct": list[float], "n_gt_segments": float})
+    assert str(table.schema.field("pr_50_correct").type) == "list<item: double>"
+    stored = table.to_pandas().to_dict("records")
+    for a, b in zip(pool_pr(rows, 0.5), pool_pr(stored, 0.5)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_average_precision_step_area():

@@ -1,13 +1,13 @@
 """The segmentation task through the platform: describe, the per-image loop, sweeps in-process and on Ray."""
 import json
-import sys
+import typing
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from sweeplab import cli
-from sweeplab.config import build
+from sweeplab import cli, results
+from sweeplab.config import build, scalar_columns
 from sweeplab.context import LocalContext
 from sweeplab.spec import load
 from sweeplab.tasks.segmentation import train as seg_train
@@ -15,6 +15,12 @@ from sweeplab.tasks.segmentation.config import SegmentationConfig
 from sweeplab.tasks.segmentation.data import load_data
 
 SWEEPS = Path(__file__).parents[2] / "sweeps"
+
+
+def _tables(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, evaluations) of a finished sweep, trials in trial-id order."""
+    trials, evaluations = results.read(sweep_dir)
+    return trials.sort_values("trial_id", ignore_index=True), evaluations
 
 
 def test_describe_counts_the_architecture(capsys):
@@ -61,10 +67,9 @@ def test_local_smoke_sweeps_and_plot(tmp_path, sweeplab_cli):
           "T=5", "n_mosaics=2"], tmp_path)
     sweeplab_cli(["run", str(SWEEPS / "segmentation-baselines-smoke.yaml"), "--local", "--set", f"storage={tmp_path}",
           "n_mosaics=2"], tmp_path)
-    cnn = pd.read_parquet(tmp_path / "segmentation-m-lr-smoke/results/trials.parquet")
+    cnn = _tables(tmp_path / "segmentation-m-lr-smoke")[0]
     assert list(cnn.M) == [1, 2] and set(cnn.status) == {"completed"} and (cnn.params > 0).all()
-    base = pd.read_parquet(tmp_path / "segmentation-baselines-smoke/results/trials.parquet")
-    evals = pd.read_parquet(tmp_path / "segmentation-baselines-smoke/results/evaluations.parquet")
+    base, evals = _tables(tmp_path / "segmentation-baselines-smoke")
     assert len(base) == 6 and len(evals) == 6 * 2  # one row per (trial, image)
     assert evals.f_measure.between(0, 1).all()
     gs = base[base.method == "felzenszwalb"].set_index("threshold").segments_per_image
@@ -78,7 +83,41 @@ def test_ray_images_spread_over_two_workers(tmp_path, sweeplab_cli):
     """resources.workers = 2: the trial's images are split over two Ray Train workers and gathered."""
     sweeplab_cli(["run", str(SWEEPS / "segmentation-m-lr-smoke.yaml"), "--set", f"storage={tmp_path}",
           "resources.workers=2", "search.space.M=[2]", "T=4", "n_mosaics=3"], tmp_path)
-    trials = pd.read_parquet(tmp_path / "segmentation-m-lr-smoke/results/trials.parquet")
-    evals = pd.read_parquet(tmp_path / "segmentation-m-lr-smoke/results/evaluations.parquet")
+    trials, evals = _tables(tmp_path / "segmentation-m-lr-smoke")
     assert len(trials) == 1 and trials.status.iloc[0] == "completed" and trials.num_workers.iloc[0] == 2
     assert sorted(evals.image) == ["mosaic_00", "mosaic_01", "mosaic_02"]
+
+
+@pytest.mark.parametrize("method", ["cnn", "kmeans", "felzenszwalb"])
+def test_declarations_cover_what_evaluate_returns(tmp_path, method):
+    """``metrics``/``eval_columns`` are exactly the keys a (tiny) evaluation returns, with matching types."""
+    from sweeplab.task import get_task
+    from sweeplab.trial import check_declared
+    task = get_task("segmentation")
+    cfg = build(SegmentationConfig, {"method": method, "n_mosaics": 2, "mosaic_size": 32, "T": 2, "M": 1, "p": 8,
+                                     "q": 8, "K": 50})
+    data = load_data(cfg)
+    ctx = LocalContext(trial_dir=tmp_path, verbose=False)
+    ev = seg_train.evaluate(cfg, seg_train.train(cfg, data, ctx), data, ctx)
+    check_declared(task, ev.metrics, ev.rows)
+    assert set(ev.metrics) == set(task.metrics)
+    assert all(isinstance(v, task.metrics[k]) for k, v in ev.metrics.items())
+    assert {k for r in ev.rows for k in r} == set(task.eval_columns) and len(ev.rows) == 2
+    for row in ev.rows:
+        for key, value in row.items():
+            tp = task.eval_columns[key]
+            assert value is None or isinstance(value, typing.get_origin(tp) or tp), (key, value)
+    assert set(task.reports) == {k for r in ctx.reports for k in r}
+    from sweeplab.tasks.segmentation.metrics import ap
+    assert ap(ev.rows, 0.5) == pytest.approx(ev.metrics["ap50"])  # the returned flags pool to the reported AP
+
+
+def test_fields_that_do_not_apply_are_null():
+    kmeans = scalar_columns(build(SegmentationConfig, {"method": "kmeans", "k": 4}))
+    assert kmeans["k"] == 4 and kmeans["alpha"] == 1 and kmeans["threshold"] is None
+    assert all(kmeans[f] is None for f in ("M", "p", "q", "T", "lr", "momentum", "K", "compactness", "min_labels"))
+    gs = scalar_columns(build(SegmentationConfig, {"method": "felzenszwalb"}))
+    assert gs["threshold"] == 500.0 and gs["M"] is None and gs["k"] is None and gs["alpha"] is None
+    cnn = scalar_columns(SegmentationConfig())
+    assert cnn["M"] == 3 and cnn["K"] == 10000 and cnn["k"] is None and cnn["threshold"] is None
+    assert cnn["n_mosaics"] == 12 and kmeans["n_mosaics"] == 12 and gs["split"] == "test"  # data: every method

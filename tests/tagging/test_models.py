@@ -11,7 +11,7 @@ from sweeplab.tasks.tagging.config import TaggingConfig
 from sweeplab.tasks.tagging.models import (MusiCNN, VGGCNN, build_model, input_frames, input_shape,
                                            patch_frames, vgg_pools)
 
-TASK = types.SimpleNamespace(build_model=build_model, input_shape=input_shape)  # what model_cost needs
+TASK = types.SimpleNamespace(build_model=build_model, input_shape=input_shape, components=None)  # for model_cost
 RATES = (12000, 16000)
 TABLE_II = ([(sr, m, k) for sr in RATES for m in (128, 96, 48) for k in (1, 2, 3, 4, 5, 10)]
             + [(sr, m, 1) for sr in RATES for m in (32, 24, 16, 8)])
@@ -139,7 +139,7 @@ def test_musicnn_builds_for_every_band_count_and_short_inputs(n_mels, frames):
 def test_musicnn_cost_falls_with_fewer_bands():
     costs = [model_cost(TASK, cfg(model="musicnn", n_mels=m, sample_rate=16000)) for m in (128, 96, 48)]
     assert costs[0].gmacs > costs[1].gmacs > costs[2].gmacs > 0
-    assert costs[0].input_shape == (1, 1, 128, 187)
+    assert costs[0].input_shape == ((1, 1, 128, 187),)  # one shape per input
 
 
 def test_build_model_rejects_unknown_model():

@@ -3,12 +3,19 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from sweeplab import cli
+from sweeplab import cli, results
 from sweeplab.search import grid_points
 from sweeplab.spec import load
 
 SWEEPS = Path(__file__).parents[2] / "sweeps"
+
+
+def _tables(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, evaluations) of a finished sweep, trials in trial-id order."""
+    trials, evaluations = results.read(sweep_dir)
+    return trials.sort_values("trial_id", ignore_index=True), evaluations
 
 
 def _describe(capsys, *sets):
@@ -46,14 +53,13 @@ def test_local_smoke_sweeps_share_features_and_plot(tmp_path, sweeplab_cli):
     common = [f"storage={tmp_path}", f"feature_dir={store}", "n_clips=40", "epochs=1"]
     sweeplab_cli(["run", str(SWEEPS / "tagging-mel-grid-smoke.yaml"), "--local", "--set", *common], tmp_path)
     sweeplab_cli(["run", str(SWEEPS / "tagging-musicnn-smoke.yaml"), "--local", "--set", *common], tmp_path)
-    vgg = pd.read_parquet(tmp_path / "tagging-mel-grid-smoke/results/trials.parquet")
-    evals = pd.read_parquet(tmp_path / "tagging-mel-grid-smoke/results/evaluations.parquet")
+    vgg, evals = _tables(tmp_path / "tagging-mel-grid-smoke")
     assert len(vgg) == 3 and set(vgg.status) == {"completed"}
     assert vgg.roc_auc.between(0, 1).all() and (vgg.gmacs > 0).all()
     assert vgg.set_index("hop_factor").gmacs.loc[10] < vgg[vgg.n_mels == 48].set_index("hop_factor").gmacs.loc[5]
     assert set(evals.columns) >= {"trial_id", "tag", "roc_auc", "pr_auc", "n_positive"}
     assert len(evals) == 3 * evals.tag.nunique()  # one row per trial x tag
-    musicnn = pd.read_parquet(tmp_path / "tagging-musicnn-smoke/results/trials.parquet")
+    musicnn = _tables(tmp_path / "tagging-musicnn-smoke")[0]
     assert musicnn.model.tolist() == ["musicnn"] and musicnn.status.tolist() == ["completed"]
     # one power-mel base per (sample rate, mel count), shared by both sweeps whatever the hop and log
     assert len(list(store.rglob("*.npy"))) > 0
@@ -79,7 +85,42 @@ def test_mtat_layout_sweep_with_real_mp3s(tmp_path, sweeplab_cli):
                          f"feature_dir={tmp_path / 'features'}", f"data_dir={root}", "epochs=1", "search.include=[]",
                          "search.space.hop_factor=[10]"], tmp_path)
     assert "1 empty mp3 file(s) left out" in proc.stderr
-    trials = pd.read_parquet(tmp_path / "tagging-mel-grid-smoke/results/trials.parquet")
+    trials = _tables(tmp_path / "tagging-mel-grid-smoke")[0]
     assert trials.status.tolist() == ["completed"] and 0 <= trials.roc_auc.iloc[0] <= 1
     store = tmp_path / "features"
     assert store.is_dir() and any(p.name.startswith("mtat-") for p in store.iterdir())
+
+
+def test_declarations_cover_what_evaluate_returns(tmp_path):
+    """``metrics``/``eval_columns``/``reports`` are exactly what a tiny trial returns and reports, with matching
+    types; ``trained_config`` gives the model trained (one output per tag of the data) for the cost."""
+    import dataclasses
+
+    from sweeplab.config import build, scalar_columns
+    from sweeplab.context import LocalContext
+    from sweeplab.cost import model_cost
+    from sweeplab.task import get_task
+    from sweeplab.tasks.tagging import train as tag_train
+    from sweeplab.tasks.tagging.config import TaggingConfig
+    from sweeplab.tasks.tagging.data import load_data
+    from sweeplab.trial import check_declared
+    task = get_task("tagging")
+    cfg = build(TaggingConfig, {"n_mels": 48, "hop_factor": 10, "n_clips": 20, "epochs": 1, "batch_size": 8,
+                                "feature_dir": str(tmp_path / "features")})
+    data = load_data(cfg)
+    ctx = LocalContext(trial_dir=tmp_path / "trial", device=torch.device("cpu"), verbose=False)
+    ev = tag_train.evaluate(cfg, tag_train.train(cfg, data, ctx), data, ctx)
+    check_declared(task, ev.metrics, ev.rows)
+    assert set(ev.metrics) == set(task.metrics)
+    assert all(isinstance(v, task.metrics[k]) for k, v in ev.metrics.items())
+    assert {k for r in ev.rows for k in r} == set(task.eval_columns) and len(ev.rows) == len(data.tags)
+    for row in ev.rows:
+        for key, value in row.items():
+            assert value is None or isinstance(value, task.eval_columns[key]), (key, value)
+    assert set(task.reports) == {k for r in ctx.reports for k in r}
+    trained = task.trained_config(cfg, data)
+    assert len(data.tags) < cfg.n_tags and trained == dataclasses.replace(cfg, n_tags=len(data.tags))
+    assert model_cost(task, trained).params < model_cost(task, cfg).params  # a smaller output layer
+    # both models read every field: none is conditional
+    for model in ("vgg", "musicnn"):
+        assert None not in scalar_columns(build(TaggingConfig, {"model": model})).values()

@@ -29,6 +29,8 @@ class ChaosConfig:
     fail_attempts: int = param(0, "the first this-many attempts of each trial raise", low=0)
     fail_at_step: int = param(1, "the step at which a failing attempt raises", low=0)
     marker_dir: str = param("", "folder for the per-attempt record (empty: none)")
+    tags: tuple[str, ...] = param(("a", "b"), "labels, unused (a tuple value for the tables' tests)")
+    verbose: bool = param(False, "log every step")
 
 
 def _loss(cfg, step: int) -> float:
@@ -56,6 +58,8 @@ def _train(cfg, data, ctx):
         if attempt < cfg.fail_attempts and step == cfg.fail_at_step:
             raise RuntimeError(f"chaos: attempt {attempt} of trial {ctx.trial_id} fails on purpose")
         time.sleep(cfg.step_seconds)
+        if cfg.verbose:
+            ctx.log(f"step {step}")
         ctx.report({"step": step, "loss": _loss(cfg, step), "progress": (step + 1) / cfg.steps},
                    checkpoint={"step": step + 1})
     return cfg.steps
@@ -68,4 +72,5 @@ def _evaluate(cfg, steps, data, ctx):
 CHAOS = register_task(Task(
     name="chaos", config=ChaosConfig, build_model=lambda cfg: torch.nn.Linear(2, 1),
     input_shape=lambda cfg: (1, 2), load_data=lambda cfg: None, train=_train, evaluate=_evaluate,
+    metrics={"loss": float}, eval_columns={"step": int, "loss": float}, reports=("step", "loss", "progress"),
     summary=("loss",)))

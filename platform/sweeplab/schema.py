@@ -1,0 +1,124 @@
+"""The columns of the two results tables, derived from a task's declarations: the one source of the schema.
+
+``trials`` = the core columns below, one column per config field (its type from the config dataclass: tuples as
+comma-joined strings), then one column per metric the task declares (``Task.metrics``). ``evaluations`` = the key
+columns, then the task's declared evaluation columns (``Task.eval_columns``). Every file written for a sweep has
+the full schema of its table, whatever the trial's status, so Parquet readers given many parts see one schema.
+The README's column table is checked against :data:`TRIAL_COLUMNS` by a test.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import typing
+from typing import Any
+
+import pyarrow as pa
+
+from . import config as C
+
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_ARROW = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(), tuple: pa.string(),
+          dt.datetime: _TIMESTAMP}
+
+KEYS = ("sweep", "task", "trial_id")
+# (name, type, meaning): the core columns of ``trials``, in order, before the config and metric columns.
+TRIAL_COLUMNS: tuple[tuple[str, type, str], ...] = (
+    ("sweep", str, "sweep name"),
+    ("task", str, "task name"),
+    ("trial_id", str, "Tune trial id (`local_NNNNN` with `--local`)"),
+    ("status", str, "`completed`, `failed` (after its retries) or `stopped` (early, by the scheduler)"),
+    ("error", str, "the last error's traceback, for failed trials"),
+    ("params", int, "number of parameters of the model the trial trains (its inference path)"),
+    ("gmacs", float, "multiply-accumulates of one forward pass on the reference input, in 1e9"),
+    ("gmacs_convention", str, "how `gmacs` was counted (torch `FlopCounterMode` FLOPs / 2; conv, linear, matmul)"),
+    ("input_shape", str, "the reference input, e.g. `1x1x512x768` (several inputs joined by `+`)"),
+    ("components", str, "JSON: parameters and GMACs of each network, for tasks made of several"),
+    ("train_seconds", float, "data loading + training time of the trial (evaluation excluded)"),
+    ("device", str, "where it ran (`cpu`, `cuda:0`)"),
+    ("num_workers", int, "data-parallel workers"),
+    ("seed", int, "the trial's seed, derived from the spec's seed and the trial's number"),
+    ("started_from", str, "JSON: the trials whose artifacts this trial started from (`from_trials`), by name"),
+    ("code_version", str, "sweeplab version + git commit (`.dirty` with local changes)"),
+    ("started_at", dt.datetime, "when the trial's last attempt started (completed trials)"),
+    ("ended_at", dt.datetime, "when it finished evaluating (completed trials)"),
+)
+CORE_NAMES = tuple(name for name, _, _ in TRIAL_COLUMNS)
+STATUSES = ("completed", "failed", "stopped")
+
+
+def arrow_type(tp: Any) -> pa.DataType:
+    """bool, int, float, str (and tuple config fields, as text), datetime; ``list[X]`` for a list of those."""
+    if typing.get_origin(tp) is list and len(typing.get_args(tp)) == 1:
+        return pa.list_(arrow_type(typing.get_args(tp)[0]))
+    if tp not in _ARROW:
+        raise TypeError(f"no column type for {tp!r} (use bool, int, float, str or list[...] of them)")
+    return _ARROW[tp]
+
+
+def metric_column(task, name: str) -> str:
+    """A metric's column: its name, or ``metric_<name>`` when that collides with a config name or a core column."""
+    return f"metric_{name}" if name in C.fields(task.config) or name in CORE_NAMES else name
+
+
+def trial_types(task) -> dict[str, type]:
+    """Column name -> Python type of the ``trials`` table, in order."""
+    types = {name: tp for name, tp, _ in TRIAL_COLUMNS}
+    types.update({name: info.type for name, info in C.fields(task.config).items()})
+    types.update({metric_column(task, name): tp for name, tp in task.metrics.items()})
+    return types
+
+
+def evaluation_types(task) -> dict[str, type]:
+    return {**{k: str for k in KEYS}, **dict(task.eval_columns)}
+
+
+def trials_schema(task) -> pa.Schema:
+    return pa.schema([(name, arrow_type(tp)) for name, tp in trial_types(task).items()])
+
+
+def evaluations_schema(task) -> pa.Schema:
+    return pa.schema([(name, arrow_type(tp)) for name, tp in evaluation_types(task).items()])
+
+
+def cast_value(name: str, tp: type, value: Any) -> Any:
+    """A Python value as the column's type (None stays None; NaN floats stay NaN)."""
+    if value is None:
+        return None
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, (list, tuple)) and not hasattr(value, "tolist"):
+            raise ValueError(f"column {name!r}: expected a list, got {value!r}")
+        item = typing.get_args(tp)[0]
+        return [cast_value(name, item, v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+    try:
+        if tp is float:
+            return float(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"{value!r} is not an integer")
+            return int(value)
+        if tp is bool:
+            return bool(value)
+        if tp in (str, tuple):
+            return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"column {name!r}: cannot store {value!r} as {tp.__name__}: {exc}") from None
+    return value
+
+
+def table(rows: list[dict[str, Any]], types: dict[str, type]) -> pa.Table:
+    """Rows as a table with exactly these columns (missing values null). A key not in ``types`` is an error: the
+    declarations are the schema, so an undeclared column is a bug of the task that wrote it."""
+    unknown = sorted({k for r in rows for k in r} - set(types))
+    if unknown:
+        raise ValueError(f"undeclared column(s) {unknown}: declare them in the task's metrics or eval_columns")
+    columns = {name: [cast_value(name, tp, r.get(name)) for r in rows] for name, tp in types.items()}
+    schema = pa.schema([(name, arrow_type(tp)) for name, tp in types.items()])
+    return pa.table(columns, schema=schema)
+
+
+def readme_table() -> str:
+    """The Markdown table of the core columns (the README's copy is checked against it)."""
+    names = {bool: "bool", int: "int", float: "float", str: "string", dt.datetime: "timestamp (UTC)"}
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {names[tp]} | {doc} |" for name, tp, doc in TRIAL_COLUMNS]
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""Conditional config fields of the compression task: a field that does not apply to a trial is null in its row."""
+from sweeplab.config import active, build, scalar_columns
+from sweeplab.tasks.compression.config import CompressionConfig
+
+AUTOENCODER_ONLY = ("quantization", "gamma", "m", "betas", "iterations", "batch_size", "crop_size", "n_train_crops",
+                    "lr", "lr_density", "weight_decay", "lr_schedule", "density_warmup_epochs", "report_every",
+                    "checkpoint_every", "n_extra_images", "extra_crop", "data_seed")
+LEARNED_STEP_ONLY = ("lr_delta", "delta_init")
+EVERY_TRIAL = ("codec", "train_dir", "test_dir", "extra_dir", "n_test_images", "test_crop")  # anchors read them too
+
+
+def test_anchor_rows_null_the_autoencoder_fields():
+    for codec, own, other in (("jpeg", "jpeg_qualities", "jpeg2000_rates"),
+                              ("jpeg2000", "jpeg2000_rates", "jpeg_qualities")):
+        row = scalar_columns(build(CompressionConfig, {"codec": codec}))
+        assert all(row[f] is None for f in AUTOENCODER_ONLY + LEARNED_STEP_ONLY + (other,)), row
+        assert row[own] is not None and all(row[f] is not None for f in EVERY_TRIAL)
+
+
+def test_step_fields_apply_to_learned_step_only():
+    fixed = scalar_columns(CompressionConfig())
+    assert fixed["gamma"] == 10000.0 and fixed["betas"].startswith("1.0,1.25")
+    assert all(fixed[f] is None for f in LEARNED_STEP_ONLY + ("jpeg_qualities", "jpeg2000_rates"))
+    learned = scalar_columns(build(CompressionConfig, {"quantization": "learned-step"}))
+    assert learned["lr_delta"] == 2e-8 and learned["delta_init"] == 0.5
+    # the chain: learned-step set, but an anchor has no quantisation, so the step fields do not apply either
+    applies = active(CompressionConfig, {"codec": "jpeg", "quantization": "learned-step"})
+    assert not applies["quantization"] and not applies["lr_delta"] and not applies["delta_init"]

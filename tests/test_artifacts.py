@@ -1,0 +1,83 @@
+"""Trained models reused across sweeps (``from_trials``), in-process and on a real Ray."""
+import json
+
+import pytest
+
+from sweeplab import results
+from sweeplab.local import run_local
+from sweeplab.spec import SpecError, parse
+from tests.conftest import PLUGIN_ENV
+
+
+def _source_sweep(toy_spec, **config):
+    """Two toy trials (lr 0.01 and 0.05) that keep their trained model."""
+    toy_spec = {**toy_spec, "name": "source", "config": {"keep_model": True, "steps": 3, **config}}
+    spec = parse(toy_spec)
+    run_local(spec, "test")
+    return spec
+
+
+def _eval_spec(toy_spec, source, ref, **config):
+    return {**toy_spec, "name": "eval", "search": {"algorithm": "grid", "space": {}},
+            "config": {"steps": 0, **config}, "from_trials": {"init": ref}}
+
+
+def test_a_sweep_evaluates_the_models_an_earlier_sweep_trained(toy_spec):
+    source = _source_sweep(toy_spec)
+    trials, _ = results.read(source.sweep_dir)
+    trained = trials.set_index("lr").loc[0.05]
+    assert (source.sweep_dir / "artifacts" / trained.trial_id / "model.pt").exists()
+    # by a condition on the earlier sweep's trials table
+    spec = parse(_eval_spec(toy_spec, source, {"sweep": str(source.sweep_dir), "where": "lr = 0.05"}))
+    assert spec.from_trials == {"init": f"{source.sweep_dir}/{trained.trial_id}"}
+    run_local(spec, "test")
+    evaluated, _ = results.read(spec.sweep_dir)
+    assert len(evaluated) == 1
+    row = evaluated.iloc[0]
+    assert row.loss == pytest.approx(trained.loss)  # no training step: the loss of the model it loaded
+    assert json.loads(row.started_from) == {"init": f"{source.sweep_dir}/{trained.trial_id}"}
+    # by location, and with order_by picking the best of several
+    direct = parse(_eval_spec(toy_spec, source, f"{source.sweep_dir}/{trained.trial_id}"))
+    assert direct.from_trials == spec.from_trials
+    best = parse(_eval_spec(toy_spec, source, {"sweep": str(source.sweep_dir), "order_by": "loss ASC"}))
+    assert best.from_trials["init"].endswith(trials.sort_values("loss").trial_id.iloc[0])
+
+
+def test_missing_or_incompatible_sources_are_spec_errors(toy_spec, tmp_path):
+    source = _source_sweep(toy_spec)
+    trials, _ = results.read(source.sweep_dir)
+    some = trials.trial_id.iloc[0]
+    cases = {
+        "no artifacts saved by trial 'nope'": f"{source.sweep_dir}/nope",
+        "several completed trials": {"sweep": str(source.sweep_dir)},
+        "no completed trial": {"sweep": str(source.sweep_dir), "where": "lr > 1"},
+        "does not run on": {"sweep": str(source.sweep_dir), "where": "no_such_column = 1"},
+        "no results under": {"sweep": str(tmp_path / "never-ran")},
+    }
+    for message, ref in cases.items():
+        with pytest.raises(SpecError, match=message):
+            parse(_eval_spec(toy_spec, source, ref))
+    with pytest.raises(SpecError, match=r"trained with width=4, this sweep sets width=8"):
+        parse(_eval_spec(toy_spec, source, f"{source.sweep_dir}/{some}", width=8))
+    bad = _eval_spec(toy_spec, source, f"{source.sweep_dir}/{some}")
+    bad["from_trials"] = {"weights": f"{source.sweep_dir}/{some}"}
+    with pytest.raises(SpecError, match="uses no source 'weights'"):
+        parse(bad)
+    plain = _source_sweep({**toy_spec, "storage": str(tmp_path / "plain")}, keep_model=False)
+    other = results.read(plain.sweep_dir)[0].trial_id.iloc[0]
+    with pytest.raises(SpecError, match="no artifacts saved"):
+        parse(_eval_spec(toy_spec, plain, f"{plain.sweep_dir}/{other}"))
+
+
+@pytest.mark.ray
+def test_a_ray_sweep_starts_from_an_earlier_trial(toy_spec, tmp_path, sweeplab_cli):
+    import yaml
+    source = _source_sweep(toy_spec)
+    trained = results.read(source.sweep_dir)[0].set_index("lr").loc[0.01]
+    spec = _eval_spec(toy_spec, source, {"sweep": str(source.sweep_dir), "where": "lr = 0.01"})
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    sweeplab_cli(["run", path], tmp_path, env=PLUGIN_ENV)
+    row = results.read(tmp_path / "results" / "eval")[0].iloc[0]
+    assert row.loss == pytest.approx(trained.loss) and row.status == "completed"
+    assert json.loads(row.started_from)["init"].endswith(trained.trial_id)
