@@ -104,11 +104,18 @@ case $cmd in
       # `unshare -m` makes the new namespace's mounts private, so the tmpfs never shows on the host. The node's own
       # temp dir (DIR/ray-wI) is made again inside it; its log is opened here, outside.
       tmps="/tmp${TMPDIR:+ $TMPDIR}"
+      # What the node runs must stay visible when it lies under a hidden folder (a checkout or its .venv in /tmp):
+      # the repository and Ray's environment are bind-mounted aside, then back over the tmpfs.
+      keep="$(cd "$(dirname "$0")/.." && pwd) $(cd "$(dirname "$RAY")/.." && pwd)"
+      stage=$(mktemp -d /var/tmp/sweeplab-keep.XXXXXX)
       # shellcheck disable=SC2016
-      private=(unshare -m sh -c 'for d in $1; do
+      private=(unshare -m sh -c 'n=0; for k in $3; do n=$((n + 1)); mkdir -p "$4/$n" && mount --bind "$k" "$4/$n" || exit 1
+        done
+        for d in $1; do
           mkdir -p "$d" && mount -t tmpfs -o mode=1777 sweeplab-private "$d" || exit 1
         done
-        mkdir -p "$2" && shift 2 && exec "$@"' sh "$tmps" "$DIR")
+        n=0; for k in $3; do n=$((n + 1)); mkdir -p "$k" && mount --bind "$4/$n" "$k" || exit 1; done
+        mkdir -p "$2" && shift 4 && exec "$@"' sh "$tmps" "$DIR" "$keep" "$stage")
       "${private[@]}" true || { echo "error: --private-tmp needs root and mount namespaces (unshare -m)" >&2; exit 1; }
     fi
     [[ $RAY_AUTH_MODE == token ]] && "$RAY" get-auth-token --generate >/dev/null
