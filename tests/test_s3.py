@@ -137,8 +137,9 @@ def test_missing_bucket_or_dead_endpoint_is_refused_before_anything_starts(s3, t
 
 
 def test_local_sweep_status_results_plot_and_resume_on_s3(s3, tmp_path, toy_spec, monkeypatch, capsys):
-    def plot(trials, evaluations, out):
+    def plot(trials, evaluations, out, sweep):  # a PNG, and a table beside it naming the sweep it was given
         Path(out).write_bytes(b"\x89PNG " + str(len(trials)).encode())
+        Path(out).with_suffix(".md").write_text(str(sweep))
     monkeypatch.setitem(T._REGISTRY, "toy", dataclasses.replace(TOY, plot=plot))
     monkeypatch.chdir(tmp_path)
     toy_spec["search"]["include"] = [{"fail": True}]
@@ -173,6 +174,7 @@ def test_local_sweep_status_results_plot_and_resume_on_s3(s3, tmp_path, toy_spec
 
     assert cli.main(["plot", sweep]) == 0 and f"wrote {sweep}/results/toy.png" in capsys.readouterr().out
     assert location(f"{sweep}/results/toy.png").read_bytes() == b"\x89PNG 3"
+    assert location(f"{sweep}/results/toy.md").read_bytes() == sweep.encode()
 
     assert cli.main(["resume", str(spec), "--local"]) == 1  # the failed trial fails again; the others are kept
     out = capsys.readouterr().out

@@ -345,15 +345,18 @@ def _cmd_plot(args) -> int:
     if task.plot is None:
         print(f"error: task {task.name!r} has no plot", file=sys.stderr)
         return 1
-    out = args.out or str(results_dir(args.target) / f"{task.name}.png")
-    if out.startswith("s3://"):  # the plot is drawn to a local file, then stored beside the tables
+    sweep = results_dir(args.target).parent
+    out = args.out or str(sweep / "results" / f"{task.name}.png")
+    if out.startswith("s3://"):  # the plot is drawn in a local folder, then its files are stored beside the tables
         import tempfile
         from .storage import location
         with tempfile.TemporaryDirectory() as tmp:
-            task.plot(trials, evaluations, Path(tmp) / "plot.png")
-            location(out).write_bytes((Path(tmp) / "plot.png").read_bytes())
+            task.plot(trials, evaluations, Path(tmp) / "plot.png", sweep)
+            for made in Path(tmp).iterdir():  # the PNG and whatever the plot writes beside it (a table)
+                target = location(out).parent / (Path(out).stem + made.name[len("plot"):])
+                target.write_bytes(made.read_bytes())
     else:
-        task.plot(trials, evaluations, Path(out))
+        task.plot(trials, evaluations, Path(out), sweep)
     print(f"wrote {out}")
     return 0
 

@@ -93,7 +93,9 @@ class Task:
                   data is known (e.g. the number of tags the data has), for its cost.
     sources:      optional ``{name: sweeplab.artifacts.Needs}``: the earlier trials a sweep of this task may
                   start from (spec key ``from_trials``), checked before anything starts.
-    plot:         optional ``(trials: DataFrame, evaluations: DataFrame, out_path) -> None``.
+    plot:         optional ``(trials: DataFrame, evaluations: DataFrame, out_path, sweep) -> None``; ``sweep`` is
+                  the sweep's :class:`~sweeplab.storage.Location`, for a plot that also draws from the sweep's
+                  artifacts (example images). It may write more files beside ``out_path`` (same stem).
     summary:      optional; metric names the results table shows first.
     """
     name: str

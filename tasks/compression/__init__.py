@@ -11,7 +11,7 @@ from .model import build_model
 from .train import ARTIFACT, REPORTS, train
 
 
-def plot_rate_distortion(trials, evaluations, out_path) -> None:
+def plot_rate_distortion(trials, evaluations, out_path, sweep=None) -> None:
     """Figure 5 (``plot.py``), imported on use: pandas and matplotlib are slow to import."""
     from .plot import plot_rate_distortion as plot
     plot(trials, evaluations, out_path)

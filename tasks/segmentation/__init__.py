@@ -11,7 +11,7 @@ from .config import SegmentationConfig
 from .model import build_model
 
 
-def plot(trials, evaluations, out_path) -> None:
+def plot(trials, evaluations, out_path, sweep=None) -> None:
     """Figures 3 and 4 (``plot.py``), imported on use: matplotlib is slow to import."""
     from .plot import plot_segmentation
     plot_segmentation(trials, evaluations, out_path)

@@ -12,7 +12,7 @@ from .config import TaggingConfig
 from .models import build_model, input_shape
 
 
-def plot(trials, evaluations, out_path) -> None:
+def plot(trials, evaluations, out_path, sweep=None) -> None:
     """Figure 1 (``plot.py``), imported on use: matplotlib is slow to import."""
     from .plot import plot_tagging
     plot_tagging(trials, evaluations, out_path)
