@@ -19,6 +19,13 @@ def test_valid_grid_spec(toy_spec):
     assert points[2]["optimizer"] == "adam" and all(p["steps"] == 3 for p in points)
 
 
+def test_empty_space_is_one_trial_or_the_include_points_only(toy_spec):
+    toy_spec["search"] = {"algorithm": "grid", "space": {}}
+    assert grid_points(parse(toy_spec)) == [{}]  # the fixed config once
+    toy_spec["search"]["include"] = [{"lr": 0.01}, {"lr": 0.05, "optimizer": "adam"}]
+    assert grid_points(parse(toy_spec)) == [{"lr": 0.01}, {"lr": 0.05, "optimizer": "adam"}]
+
+
 def test_every_problem_reported_at_once(toy_spec):
     toy_spec.update(bogus=1, mode="up", retries=-1)
     toy_spec["config"] = {"nope": 1, "steps": "many"}

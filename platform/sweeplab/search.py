@@ -17,9 +17,12 @@ from .trial import SEED_KEY, trial_seed
 
 def grid_points(spec: Spec) -> list[dict[str, Any]]:
     """Every trial of a grid sweep, in a fixed order: the product of the listed values, then the ``include``
-    points; all repeated ``num_samples`` times. Config values only (see :func:`seeded_grid` for the seeds)."""
+    points; all repeated ``num_samples`` times. An empty space is one trial of the fixed config, or none when
+    there are ``include`` points (a sweep of listed trials only, e.g. the rows of an ablation table). Config values
+    only (see :func:`seeded_grid` for the seeds)."""
     keys = list(spec.space)
-    combos = [dict(zip(keys, vals)) for vals in itertools.product(*(spec.space[k] for k in keys))]
+    combos = ([dict(zip(keys, vals)) for vals in itertools.product(*(spec.space[k] for k in keys))]
+              if keys or not spec.include else [])
     points = combos + [dict(p) for p in spec.include]
     return [{**spec.config, **p} for _ in range(spec.num_samples) for p in points]
 
