@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memory import Peak, mib, status  # bench/memory.py
 from sweeplab import results
 from sweeplab.config import param
 from sweeplab.storage import location
@@ -123,35 +124,6 @@ def remove_trial(sweep, trial_id: str) -> None:
 # ---------------------------------------------------------------- memory and time
 
 
-def _status(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-class Peak:
-    """Peak RSS of a block: VmHWM reset through /proc/self/clear_refs at its start (Linux >= 4.0)."""
-
-    def __enter__(self):
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        self.start = _status("VmRSS")
-        return self
-
-    def __exit__(self, *exc):
-        self.peak = _status("VmHWM")
-        self.growth = self.peak - self.start
-
-    def __str__(self):
-        return f"peak RSS {mib(self.peak)} (+{mib(max(self.growth, 0))} over its start)"
-
-
-def mib(n: float) -> str:
-    return f"{n / 2**20:.0f} MiB"
-
-
 def timed(fn, repeats: int):
     """(best seconds, first seconds, the last result) of ``repeats`` calls."""
     times, out = [], None
@@ -185,18 +157,18 @@ def build(root: Path, n: int) -> dict:
     (sweep / "sweep.json").write_text(json.dumps({"name": sweep.name, "task": TASK.name}))
     print(f"\n== building {n} trials x {len(IMAGES) * len(BETAS)} evaluation rows ({sweep})", flush=True)
     every = max(n // 10, 100)
-    rss0, t0, block = _status("VmRSS"), time.perf_counter(), time.perf_counter()
+    rss0, t0, block = status("VmRSS"), time.perf_counter(), time.perf_counter()
     for i in range(n):
         end_trial(sweep, trial_inputs(i))
         if (i + 1) % every == 0 or i + 1 == n:
             now = time.perf_counter()
             done = (i + 1) % every or every
             print(f"  built {i + 1:6d}/{n}  {1e3 * (now - block) / done:6.2f} ms/trial lately  "
-                  f"{now - t0:7.1f} s elapsed  RSS {mib(_status('VmRSS'))}", flush=True)
+                  f"{now - t0:7.1f} s elapsed  RSS {mib(status('VmRSS'))}", flush=True)
             block = now
     seconds = time.perf_counter() - t0
     print(f"  build: {seconds:.1f} s ({1e3 * seconds / n:.2f} ms/trial, input rows included), "
-          f"RSS {mib(rss0)} -> {mib(_status('VmRSS'))}")
+          f"RSS {mib(rss0)} -> {mib(status('VmRSS'))}")
     return {"n": n, "sweep": sweep, "build_s": seconds}
 
 
