@@ -28,10 +28,20 @@ def compression_source(tmp_path_factory):
     return where / "compression-single-gamma-smoke"
 
 
+@pytest.fixture(scope="module")
+def mindboggle_fixture(tmp_path_factory):
+    """A small Mindboggle101 tree, for the registration specs with the paper's data (checked at spec load)."""
+    from sweeplab.tasks.registration.data import write_mindboggle_fixture
+    return write_mindboggle_fixture(tmp_path_factory.mktemp("mindboggle"), subjects_per_group=1)
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_every_spec_validates(path, request):
+    doc = yaml.safe_load(path.read_text())
     sources = [f"from_trials.{name}.sweep={request.getfixturevalue('compression_source')}"
-               for name in (yaml.safe_load(path.read_text()).get("from_trials") or {})]
+               for name in (doc.get("from_trials") or {})]
+    if (doc.get("config") or {}).get("dataset") == "mindboggle":
+        sources.append(f"data_dir={request.getfixturevalue('mindboggle_fixture')}")
     spec = load(path, sources)
     assert spec.name == path.stem and spec.task.name in path.stem
 

@@ -1,0 +1,90 @@
+"""Configuration of the `registration` task (Shu et al., "Medical image registration based on uncoupled learning
+and accumulative enhancement", MICCAI 2021: ULAE-net).
+
+Paper symbols: F the fixed and M the moving volume, phi the deformation (Section 2.1, eq. 1); the accumulative
+steps phi_1..phi_3 at 1/4, 1/2 and full resolution (Section 2.3, eq. 2); the multi-window loss
+L_sim = -sum_i gamma^(i-1) NCC_{w_i} with ``windows`` (w_1, w_2, w_3) = (11, 9, 7) and gamma = 0.5 (Section 2.4,
+eq. 3); the smoothness weight ``lambda_`` of eq. 5 (lambda = 1). Baselines of Table 1: VoxelMorph, SyN (ANTs),
+and the initial alignment (``identity``). The ablation of Table 2 is the switches ``accumulative``, ``uncoupled``
+and ``windows`` of ``model=ulae``: all off is the baseline U-shaped network on the concatenated pair with a single
+window-9 NCC.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeplab.config import param
+
+MODELS = ("ulae", "voxelmorph", "syn", "identity")
+DATASETS = ("embedded", "mindboggle", "ixi", "folder")
+_LEARNED = {"model": ("ulae", "voxelmorph")}
+_ULAE = {"model": "ulae"}
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    model: str = param("ulae", "ulae: ULAE-net (the paper); voxelmorph: VoxelMorph (vm2, as the paper compares it); "
+                       "syn: ANTs SyN (classical, CPU, no training); identity: no deformation (Table 1 'Initial')",
+                       choices=MODELS)
+    # ULAE-net (Sections 2.1-2.3) and its Table 2 ablation
+    decoder: str = param("shared", "shared: one decoder for the three steps with three output heads (the paper's "
+                         "789.56K parameters); per-step: a decoder per step (the authors' public code)",
+                         choices=("shared", "per-step"), when=_ULAE)
+    uncoupled: bool = param(True, "uncoupled spatial encoder (Section 2.2); false: one encoder on the concatenated "
+                            "pair (Table 2 baseline)", when=_ULAE)
+    accumulative: bool = param(True, "three accumulative warping steps (Section 2.3); false: one full-resolution "
+                               "flow (Table 2 baseline)", when=_ULAE)
+    # loss (Section 2.4)
+    windows: tuple[int, ...] = param((11, 9, 7), "NCC windows w_i of the multi-window loss (eq. 3); one window: "
+                                     "plain local NCC", low=1, when=_LEARNED)
+    gamma: float = param(0.5, "weight gamma^(i-1) of window i (eq. 3)", low=0.0, when=_LEARNED)
+    ncc: str = param("squared", "squared: negative squared local NCC (the authors' code, as VoxelMorph; default: "
+                     "the published figures come from it); plain: negative local NCC as the paper's eq. 3 writes",
+                     choices=("squared", "plain"), when=_LEARNED)
+    lambda_: float = param(1.0, "smoothness weight lambda of eq. 5: mean squared forward differences of the final "
+                           "flow, averaged over the axes (the authors' code; eq. 4 writes a sum)", low=0.0,
+                           when=_LEARNED)
+    # training (Section 3: Adam 1e-4, batch 1)
+    iterations: int = param(160_000, "training iterations (one random ordered training pair each; the authors' "
+                            "code: 160,001; the paper gives none)", low=0, when=_LEARNED)
+    lr: float = param(1e-4, "Adam learning rate", low=0.0, when=_LEARNED)
+    batch_size: int = param(1, "pairs per iteration", low=1, when=_LEARNED)
+    report_every: int = param(50, "iterations between progress reports", low=1, when=_LEARNED)
+    checkpoint_every: int = param(1000, "iterations between checkpoints", low=1, when=_LEARNED)
+    # SyN (ANTs through antspyx)
+    syn_iterations: tuple[int, ...] = param((40, 20, 0), "SyN iterations per level, coarse to fine (ANTs' default "
+                                            "for SyN: 40x20x0)", low=0, when={"model": "syn"})
+    # data (Section 3): volumes affinely aligned to MNI152, cropped or padded, divided by their maximum
+    dataset: str = param("embedded", "embedded: synthetic subjects made from nilearn's MNI152 template; "
+                         "mindboggle: Mindboggle101 (DKT31 labels); ixi: IXI processed with FreeSurfer; "
+                         "folder: *_image.nii.gz / *_labels.nii.gz with split.json", choices=DATASETS)
+    data_dir: str = param("", "root of the dataset (mindboggle, ixi, folder)")
+    volume_shape: tuple[int, ...] = param((160, 192, 160), "crop or pad every volume to this shape (Section 3)",
+                                          low=16)
+    n_test_pairs: int = param(0, "evaluate only the first N ordered test pairs (0: all)", low=0)
+    # the embedded default (no download): one real anatomy, synthetic subjects
+    n_subjects: int = param(12, "embedded: number of synthetic subjects", low=3)
+    n_test_subjects: int = param(4, "embedded: subjects held out for testing", low=2)
+    deformation: float = param(4.0, "embedded: standard deviation (mm of the 1 mm MNI152 grid, scaled to "
+                               "volume_shape) of the control displacements of the random smooth deformations that "
+                               "make the subjects", low=0.0)
+    data_seed: int = param(0, "embedded: seed of the subjects' deformations and intensity changes", low=0)
+
+    def check(self) -> list[str]:
+        problems = []
+        if len(self.volume_shape) != 3:
+            problems.append(f"volume_shape: {self.volume_shape} must have three sides")
+        elif any(s % 16 for s in self.volume_shape):
+            problems.append(f"volume_shape: {self.volume_shape}: every side must be a multiple of 16 (the "
+                            "encoders halve it four times)")
+        if self.dataset != "embedded" and not self.data_dir:
+            problems.append(f"data_dir: dataset {self.dataset!r} needs its root folder")
+        if self.data_dir and not Path(self.data_dir).expanduser().is_dir():
+            problems.append(f"data_dir: folder not found: {self.data_dir}")
+        if self.data_dir and Path(self.data_dir).expanduser().is_dir():
+            from .data import layout_problems
+            problems += layout_problems(self)
+        if self.n_test_subjects >= self.n_subjects:
+            problems.append("n_test_subjects: must be below n_subjects (some subjects must train)")
+        return problems

@@ -1,0 +1,122 @@
+"""The figures of Shu et al. (MICCAI 2021): Dice per region group for each method (box plots, like the paper's
+figure of results), a Table 1-like table (average Dice, parameters, GMACs) written beside the PNG as Markdown, and
+the middle slice of the fixed, moving and warped volume with the deformation grid for one test pair (Fig. 3).
+
+A "method" is one trial: its ``model`` and, when a sweep varies them, the settings that tell its trials apart
+(windows, lambda_, the ablation switches). Failed and stopped trials are left out. The slice panel needs the
+sweep's artifacts (the first test pair of the best learned trial, kept by ``train.evaluate``); without them the
+figure has the box plots only.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+SETTINGS = ("decoder", "uncoupled", "accumulative", "windows", "ncc", "lambda_")
+
+
+def labels(trials: pd.DataFrame) -> dict[str, str]:
+    """trial_id -> a short name: the model, plus the settings that differ between the sweep's trials."""
+    varied = [c for c in SETTINGS if c in trials and trials[c].astype(str).nunique() > 1]
+    out = {}
+    for _, t in trials.iterrows():
+        extra = [f"{c}={t[c]}" for c in varied if pd.notna(t[c])]
+        out[t.trial_id] = t.model + (f" ({', '.join(extra)})" if extra else "")
+    return out
+
+
+def table(trials: pd.DataFrame, evaluations: pd.DataFrame) -> str:
+    """Table 1 as Markdown: Dice per region group and their average, then parameters and GMACs."""
+    names = labels(trials)
+    per_group = (evaluations.groupby(["trial_id", "pair", "group"]).dice.mean()  # a group's Dice in one pair
+                 .groupby(["trial_id", "group"]).mean().unstack("group"))
+    groups = list(per_group.columns)
+    head = ["method", *groups, "avg.", "folding %", "s / pair", "params", "GMACs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, t in trials.iterrows():
+        g = per_group.loc[t.trial_id] if t.trial_id in per_group.index else pd.Series(dtype=float)
+        cells = [names[t.trial_id], *(f"{g.get(k, np.nan):.3f}" for k in groups), f"{t.dice:.3f}",
+                 f"{t.folding_percent:.3f}", f"{t.seconds_per_pair:.2f}",
+                 f"{t.params / 1e3:.2f}K" if t.params else "-", f"{t.gmacs:.2f}" if t.gmacs else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _grid(ax, flow: np.ndarray, every: int = 4) -> None:
+    """Grid lines of an axial slice moved by its in-plane displacement ``flow`` (2, X, Y): x to the right, y up,
+    as the slices are shown."""
+    nx, ny = flow.shape[1:]
+    xx, yy = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    x, y = xx + flow[0], yy + flow[1]
+    for i in range(0, nx, every):
+        ax.plot(x[i], y[i], color="C0", lw=0.6)
+    for j in range(0, ny, every):
+        ax.plot(x[:, j], y[:, j], color="C0", lw=0.6)
+    ax.set_xlim(0, nx - 1)
+    ax.set_ylim(0, ny - 1)
+    ax.set_aspect("equal")
+
+
+def _example(trials: pd.DataFrame, sweep):
+    """The kept example slices of the best learned trial (then of any trial), or None."""
+    if sweep is None:
+        return None
+    from sweeplab.artifacts import open_source
+    from .train import EXAMPLE
+    order = trials.assign(learned=trials.model.isin(["ulae", "voxelmorph"])).sort_values(
+        ["learned", "dice"], ascending=False)
+    for trial_id in order.trial_id:
+        try:
+            return open_source(f"{sweep}/{trial_id}").load(EXAMPLE)
+        except (FileNotFoundError, KeyError):
+            continue
+    return None
+
+
+def plot_registration(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path, sweep=None) -> None:
+    """Write the PNG to ``out_path`` and the table to ``out_path`` with the suffix ``.md``."""
+    out_path = Path(out_path)
+    trials = trials[trials.status == "completed"]
+    evaluations = evaluations[evaluations.trial_id.isin(trials.trial_id)]
+    out_path.with_suffix(".md").write_text(table(trials, evaluations))
+    example = _example(trials, sweep)
+    fig = Figure(figsize=(14.0, 9.0 if example is not None else 5.0), dpi=100)
+    FigureCanvasAgg(fig)
+    rows = 2 if example is not None else 1
+    ax = fig.add_subplot(rows, 1, 1)
+    names = labels(trials)
+    groups = sorted(evaluations.group.dropna().unique())
+    per_pair = evaluations.groupby(["trial_id", "pair", "group"]).dice.mean().reset_index()
+    width = 0.8 / max(len(trials), 1)
+    for k, trial_id in enumerate(trials.trial_id):
+        data = [per_pair[(per_pair.trial_id == trial_id) & (per_pair.group == g)].dice.dropna().to_numpy()
+                for g in groups]
+        pos = np.arange(len(groups)) + (k - (len(trials) - 1) / 2) * width
+        box = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, manage_ticks=False)
+        for patch in box["boxes"]:
+            patch.set_facecolor(f"C{k % 10}")
+        ax.plot([], [], color=f"C{k % 10}", lw=6, label=names[trial_id])
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel("Dice (per test pair)")
+    ax.set_title("Dice per region group")
+    ax.legend(fontsize=8, loc="lower right")
+    if example is not None:
+        panels = [("fixed", example["fixed"]), ("moving", example["moving"]),
+                  (f"warped ({example['method']})", example["warped"])]
+        for i, (title, img) in enumerate(panels):
+            a = fig.add_subplot(rows, 4, 5 + i)
+            a.imshow(np.asarray(img).T, cmap="gray", origin="lower")  # x (axis 0) to the right, y up
+            a.set_title(title, fontsize=9)
+            a.axis("off")
+        a = fig.add_subplot(rows, 4, 8)
+        _grid(a, example["flow"])
+        a.set_title(f"deformation, {example['pair']}", fontsize=9)
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_path)
