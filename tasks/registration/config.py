@@ -18,7 +18,8 @@ from sweeplab.config import param
 
 MODELS = ("ulae", "voxelmorph", "syn", "identity")
 DATASETS = ("embedded", "mindboggle", "ixi", "folder")
-_LEARNED = {"model": ("ulae", "voxelmorph")}
+LEARNED = ("ulae", "voxelmorph")  # the models that train (the others register without training)
+_LEARNED = {"model": LEARNED}
 _ULAE = {"model": "ulae"}
 
 

@@ -73,6 +73,11 @@ IXI_TRAIN_SHARE = 0.8
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz")
 
 
+def _tissue_labels() -> tuple[dict[int, str], dict[int, str]]:
+    """({label: FreeSurfer name}, {label: region}) of ``TISSUES``."""
+    return {k: name for k, (name, _) in TISSUES.items()}, {k: g for k, (_, g) in TISSUES.items()}
+
+
 def _dkt_labels() -> tuple[dict[int, str], dict[int, str]]:
     names, groups = {}, {}
     for offset, hemi in ((1000, "lh"), (2000, "rh")):
@@ -84,29 +89,35 @@ def _dkt_labels() -> tuple[dict[int, str], dict[int, str]]:
 
 # ---------------------------------------------------------------------------------------------- reading volumes
 
-def volume_shape_of(path: Path) -> tuple[int, ...]:
-    """The shape of a 3D volume from its header (no voxel read); trailing axes of length 1 are dropped."""
+def _open(path: Path):
+    """(nibabel image, its 3D shape) of a volume file, from the header only (no voxel read); trailing axes of
+    length 1 are dropped. A ValueError names the file when it cannot be read or is not 3D."""
     import nibabel as nib
     try:
-        shape = tuple(int(s) for s in nib.load(str(path)).shape)
+        volume = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for truncated or foreign files
         raise ValueError(f"cannot read volume {path}: {exc}") from exc
+    shape = tuple(int(s) for s in volume.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) != 3:
         raise ValueError(f"volume {path} has shape {shape}: a 3D volume is needed")
-    return shape
+    return volume, shape
+
+
+def volume_shape_of(path: Path) -> tuple[int, ...]:
+    """The shape of a 3D volume from its header (:func:`_open`)."""
+    return _open(path)[1]
 
 
 def read_volume(path: Path) -> np.ndarray:
     """The voxels of a 3D NIfTI or MGH volume as float32, any failure a ValueError naming the file."""
-    import nibabel as nib
-    volume_shape_of(path)
+    volume, shape = _open(path)
     try:
-        data = np.asanyarray(nib.load(str(path)).dataobj, dtype=np.float32)
+        data = np.asanyarray(volume.dataobj, dtype=np.float32)
     except Exception as exc:
         raise ValueError(f"cannot read the voxels of {path}: {exc}") from exc
-    return data.reshape(data.shape[:3])
+    return data.reshape(shape)
 
 
 def fit(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -148,9 +159,14 @@ class Subject:
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         if self.make is not None:
             return self.make()
-        image = normalise(fit(read_volume(self.image), self.shape), str(self.image))
         labels = fit(np.rint(read_volume(self.labels)).astype(np.int32), self.shape)
-        return image.astype(np.float32), labels
+        return self.load_image(), labels
+
+    def load_image(self) -> np.ndarray:
+        """The image alone (training needs no labels: the label file is not read)."""
+        if self.make is not None:
+            return self.make()[0]
+        return normalise(fit(read_volume(self.image), self.shape), str(self.image)).astype(np.float32)
 
 
 def file_subject(name: str, image: Path, labels: Path, shape: Sequence[int]) -> Subject:
@@ -277,8 +293,7 @@ def load_ixi(data_dir: str | Path, shape: Sequence[int], seed: int = 0, n_test_p
         cut = max(2, min(len(names) - 2, round(IXI_TRAIN_SHARE * len(names))))
         train = [subjects[names[k]] for k in sorted(order[:cut])]
         test = [subjects[names[k]] for k in sorted(order[cut:])]
-    labels = {k: name for k, (name, _) in TISSUES.items()}
-    return RegistrationData(train, test, labels, {k: g for k, (_, g) in TISSUES.items()}, n_test_pairs)
+    return RegistrationData(train, test, *_tissue_labels(), n_test_pairs)
 
 
 def _named(subjects: dict[str, Subject], names: list, root: Path) -> list[Subject]:
@@ -372,9 +387,8 @@ def load_embedded(shape: Sequence[int], n_subjects: int, n_test: int, deformatio
     subjects = [Subject(f"mni152-synth-{k:02d}", shape,
                         make=functools.partial(embedded_subject, k, shape, float(deformation), int(seed)))
                 for k in range(n_subjects)]
-    labels = {k: name for k, (name, _) in TISSUES.items()}
-    return RegistrationData(subjects[:n_subjects - n_test], subjects[n_subjects - n_test:], labels,
-                            {k: g for k, (_, g) in TISSUES.items()}, n_test_pairs)
+    return RegistrationData(subjects[:n_subjects - n_test], subjects[n_subjects - n_test:], *_tissue_labels(),
+                            n_test_pairs)
 
 
 def layout_problems(cfg) -> list[str]:

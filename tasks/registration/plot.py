@@ -68,8 +68,9 @@ def _example(trials: pd.DataFrame, sweep):
     if sweep is None:
         return None
     from sweeplab.artifacts import open_source
+    from .config import LEARNED
     from .train import EXAMPLE
-    order = trials.assign(learned=trials.model.isin(["ulae", "voxelmorph"])).sort_values(
+    order = trials.assign(learned=trials.model.isin(LEARNED)).sort_values(
         ["learned", "dice"], ascending=False)
     for trial_id in order.trial_id:
         try:

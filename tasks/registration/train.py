@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import layers, losses, metrics, networks
+from .config import LEARNED
 
 REPORTS = ("iteration", "progress", "loss", "similarity", "smoothness")
 METRICS = {"dice": float, "label_dice": float, "dice_std": float, "folding_percent": float,
@@ -36,10 +37,13 @@ ROWS = {"pair": str, "moving": str, "fixed": str, "label": int, "label_name": st
 EXAMPLE = "example"  # the artifact with the middle slices of one test pair, for the plot
 
 
+def _tensor(volume: np.ndarray, dtype, device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(volume, dtype))[None, None].to(device)
+
+
 def _volume(subject, device) -> tuple[torch.Tensor, torch.Tensor]:
     image, labels = subject.load()
-    return (torch.as_tensor(np.asarray(image, np.float32))[None, None].to(device),
-            torch.as_tensor(np.asarray(labels, np.int64))[None, None].to(device))
+    return _tensor(image, np.float32, device), _tensor(labels, np.int64, device)
 
 
 def similarity(cfg) -> losses.MultiWindowNCC:
@@ -48,7 +52,7 @@ def similarity(cfg) -> losses.MultiWindowNCC:
 
 def train(cfg, data, ctx):
     """Train ULAE-net or VoxelMorph (module docstring); None for SyN and identity, which need no training."""
-    if cfg.model not in ("ulae", "voxelmorph"):
+    if cfg.model not in LEARNED:
         return None
     net = networks.build(cfg)
     ckpt = ctx.load_checkpoint()
@@ -70,9 +74,8 @@ def train(cfg, data, ctx):
 
     for it in range(start, cfg.iterations):
         draw = np.random.default_rng([ctx.seed, it, ctx.rank]).integers(len(pairs), size=per_rank)
-        vols = [(_volume(data.train[pairs[k][0]], ctx.device)[0], _volume(data.train[pairs[k][1]], ctx.device)[0])
-                for k in draw]
-        moving, fixed = torch.cat([m for m, _ in vols]), torch.cat([f for _, f in vols])
+        moving, fixed = (torch.cat([_tensor(data.train[pairs[k][side]].load_image(), np.float32, ctx.device)
+                                    for k in draw]) for side in (0, 1))
         out = model(moving, fixed)
         l_sim = sim(fixed, out["warped"])
         l_smooth = losses.smoothness(out["flow"])
