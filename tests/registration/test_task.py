@@ -17,6 +17,7 @@ from sweeplab.search import grid_points
 from sweeplab.spec import SpecError, load
 from sweeplab.tasks.registration import data, train
 from sweeplab.tasks.registration.config import RegistrationConfig
+from tests.conftest import run_cli
 
 SWEEPS = Path(__file__).parents[2] / "sweeps"
 TINY = ["volume_shape=[32,48,32]", "n_subjects=5", "n_test_subjects=2", "deformation=10"]
@@ -98,3 +99,15 @@ def test_paper_specs_take_the_real_layouts(tmp_path):
     assert load(SWEEPS / "registration-table1.yaml", ["dataset=ixi", f"data_dir={ixi}"]).config["dataset"] == "ixi"
     with pytest.raises(SpecError, match="data_dir: dataset 'mindboggle' needs its root folder"):
         load(SWEEPS / "registration-table1.yaml")
+
+
+def test_a_corrupt_volume_fails_its_trial_with_the_file_named_and_the_tables_stay_whole(tmp_path):
+    root = data.write_folder_fixture(tmp_path / "data", train=3, test=2, shape=(16, 16, 16))
+    (root / "s4_labels.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    spec = SWEEPS / "registration-table1-smoke.yaml"
+    proc = run_cli(["run", spec, "--local", "--set", f"storage={tmp_path}", "dataset=folder", f"data_dir={root}",
+                    "volume_shape=[16,16,16]", "search.space.model=[identity]"], tmp_path, rc=1)
+    assert "s4_labels.nii.gz" in proc.stdout + proc.stderr
+    trials, evaluations = results.read(tmp_path / "registration-table1-smoke")
+    assert list(trials.status) == ["failed"] and "cannot read volume" in trials.error.iloc[0]
+    assert "s4_labels.nii.gz" in trials.error.iloc[0] and trials.model.iloc[0] == "identity" and evaluations.empty
