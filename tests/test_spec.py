@@ -158,31 +158,61 @@ def test_local_search_never_samples_a_field_that_does_not_apply(toy_spec, algori
         assert ("momentum" in config) == (config["optimizer"] == "sgd"), config
 
 
-def test_ray_search_seeds_its_trials_and_honours_conditions(toy_spec, tmp_path):
-    """The Ray path's search (no Ray started): OptunaSearch over the define-by-run space, whatever the sampler,
-    at most max_concurrent trials at once, each trial's seed that of its Optuna trial number."""
+def _tune_trials(spec, tmp_path, max_concurrent=2):
+    """The trials Tune would make of a spec (no Ray started), each completed as soon as it is made, and the
+    columns of Tune's progress table (the param space's domains)."""
     from ray.tune.experiment import Experiment
-    from sweeplab.search import tune_search
-    from sweeplab.trial import SEED_KEY, trial_seed
-    spec = _conditional(toy_spec, "random", num_samples=10)
+    from ray.tune.experimental.output import _infer_params
     from ray.tune.search import SearchGenerator
-    param_space, searcher = tune_search(spec, max_concurrent=2)
-    assert param_space == {"steps": 1}
+    from sweeplab.search import planned_trials, tune_search
+    param_space, searcher = tune_search(spec, max_concurrent=max_concurrent)
+    assert searcher.set_search_properties("loss", "min", param_space)  # as tune.run does: the space is accepted
     search = SearchGenerator(searcher)  # what Tune wraps a searcher in
-    search.add_configurations([Experiment("toy", lambda config: None, config=param_space, num_samples=10,
-                                          storage_path=str(tmp_path))])
+    search.add_configurations([Experiment("toy", lambda config: None, config=param_space,
+                                          num_samples=planned_trials(spec), storage_path=str(tmp_path))])
     trials = []
     while not search.is_finished():
         batch = list(iter(search.next_trial, None))
-        assert 1 <= len(batch) <= 2  # the concurrency limit
+        assert len(batch) <= max_concurrent  # the concurrency limit
         for t in batch:
             search.on_trial_complete(t.trial_id, {"loss": 1.0})
         trials += batch
-    assert [t.config[SEED_KEY] for t in trials] == [trial_seed(0, i) for i in range(10)]
-    for t in trials:
-        assert ("momentum" in t.config) == (t.config["optimizer"] == "sgd"), t.config
-    assert {t.config["optimizer"] for t in trials} == {"sgd", "adam"}
     search.searcher.save(str(tmp_path / "searcher.pkl"))  # Tune pickles the searcher with the experiment
+    return trials, param_space, sorted(_infer_params(param_space))
+
+
+def test_ray_search_seeds_its_trials_and_honours_conditions(toy_spec, tmp_path):
+    """The Ray path's search: OptunaSearch over the define-by-run space, whatever the sampler, at most
+    max_concurrent trials at once, each trial's seed that of its Optuna trial number; the progress table's columns
+    name the searched fields, and a field that does not apply is shown as None but not run with."""
+    from sweeplab.search import tune_trial_params
+    from sweeplab.trial import trial_seed
+    spec = _conditional(toy_spec, "random", num_samples=10)
+    trials, param_space, columns = _tune_trials(spec, tmp_path)
+    assert param_space["steps"] == 1 and columns == ["momentum", "optimizer"]
+    params = [tune_trial_params(t.config, None) for t in trials]
+    assert [seed for _, seed in params] == [trial_seed(0, i) for i in range(10)]
+    for t, (values, _) in zip(trials, params):
+        assert ("momentum" in values) == (values["optimizer"] == "sgd"), values
+        assert values["steps"] == 1 and t.config["optimizer"] == values["optimizer"]
+        assert t.config["momentum"] == values.get("momentum")  # None in the table where it does not apply
+    assert {values["optimizer"] for values, _ in params} == {"sgd", "adam"}
+
+
+def test_ray_grid_shows_fields_by_name_and_runs_each_point(toy_spec, tmp_path):
+    """A grid with include points through Tune's search generator: one trial per point, in order, with its seed;
+    the table's columns are the searched and included fields, None where a point does not set one; the values
+    run are the point's, not the table's."""
+    from sweeplab.search import seeded_grid, tune_trial_params
+    from sweeplab.trial import split_params
+    toy_spec["search"]["include"] = [{"lr": 0.2, "steps": 3}]
+    spec = parse(toy_spec)
+    trials, _, columns = _tune_trials(spec, tmp_path)
+    assert columns == ["lr", "steps"]
+    grid = seeded_grid(spec)
+    assert [tune_trial_params(t.config, grid) for t in trials] == [split_params(p) for p in grid]
+    assert [(t.config["lr"], t.config["steps"]) for t in trials] == [(0.01, None), (0.05, None), (0.2, 3)]
+    assert "steps" not in tune_trial_params(trials[0].config, grid)[0]  # the default applies, not None
 
 
 def test_describe_shows_when_a_field_applies(capsys):

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from . import artifacts, results
+from .search import planned_trials, seeded_grid, tune_search, tune_trial_params
 from .spec import Spec
 from .storage import Location, location
-from .trial import FINAL_KEY, final_report, finite_number, full_config, run_trial, split_params
+from .trial import FINAL_KEY, final_report, finite_number, full_config, run_trial
 
 _CKPT = "state.pt"
 # The Tune trial itself only waits on its TorchTrainer; the Train workers hold the real resources. Tune refuses an
@@ -107,15 +108,11 @@ def storage_args(loc: Location) -> dict[str, Any]:
     return {"storage_path": loc.path, "storage_filesystem": loc.fs} if loc.is_s3 else {"storage_path": loc.path}
 
 
-def trial_params(config: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """A Tune trial's (config values, seed): a grid trial carries its point under ``_point``."""
-    return split_params({**config, **config.get("_point", {})})
-
-
 def _make_driver(spec: Spec, code_version: str):
     task, sweep, sweep_dir = spec.task, spec.name, str(spec.sweep_dir)
     from_trials = dict(spec.from_trials)
     workers, cpus, gpus = spec.workers, spec.cpus, spec.gpus
+    grid = seeded_grid(spec) if spec.algorithm == "grid" else None
 
     def _driver(params: dict[str, Any]) -> None:
         import ray.train
@@ -131,7 +128,7 @@ def _make_driver(spec: Spec, code_version: str):
             print(f"[{trial_id}] already completed (its results are in storage): not run again", flush=True)
             ray.tune.report(final_report(task, done))
             return
-        values, seed = trial_params(params)
+        values, seed = tune_trial_params(params, grid)
         resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
         dist = torch.distributed
         # NCCL for GPU trials when this torch build has it (the nodes share one image); a CPU-only build, as on a
@@ -162,9 +159,10 @@ def _results_callback(spec: Spec):
         at any sweep size), and exports per-trial Ray metrics (``ray_sweeplab_trial_*`` on the dashboard's Metrics
         page)."""
 
-        def __init__(self, sweep_dir: str, sweep: str, task, objective: str, from_trials: dict[str, str]):
+        def __init__(self, sweep_dir: str, sweep: str, task, objective: str, from_trials: dict[str, str],
+                     grid: list[dict[str, Any]] | None):
             self.sweep_uri, self.sweep, self.task, self.objective = sweep_dir, sweep, task, objective
-            self.from_trials = from_trials
+            self.from_trials, self.grid = from_trials, grid
             self._written: dict[str, float] = {}
             self._gauges = None
             self._loc = None
@@ -179,10 +177,10 @@ def _results_callback(spec: Spec):
             return self._loc
 
         def _values(self, trial) -> dict[str, Any]:
-            return trial_params(trial.config)[0]
+            return tune_trial_params(trial.config, self.grid)[0]
 
         def _seed(self, trial) -> int:
-            return trial_params(trial.config)[1]
+            return tune_trial_params(trial.config, self.grid)[1]
 
         def _export(self, trial, result: dict[str, Any]) -> None:
             if self._gauges is None:
@@ -227,7 +225,8 @@ def _results_callback(spec: Spec):
         def on_trial_error(self, iteration, trials, trial, **info):
             self._ended(trial, "failed", _read(trial.error_file) if trial.error_file else "trial failed")
 
-    return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task, spec.metrics[0], dict(spec.from_trials))
+    return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task, spec.metrics[0], dict(spec.from_trials),
+                           seeded_grid(spec) if spec.algorithm == "grid" else None)
 
 
 def _read(path: str) -> str:
@@ -263,7 +262,6 @@ def _max_concurrent(spec: Spec) -> int:
 
 def build_tuner(spec: Spec, code_version: str, resume: bool = False):
     from ray import tune
-    from .search import tune_search
     trainable = tune.with_resources(_make_driver(spec, code_version), tune.PlacementGroupFactory([_DRIVER_BUNDLE]))
     param_space, search_alg = tune_search(spec, _max_concurrent(spec))
     sweep = spec.sweep_dir
@@ -273,7 +271,7 @@ def build_tuner(spec: Spec, code_version: str, resume: bool = False):
     multi = spec.multi_objective
     tune_config = tune.TuneConfig(
         search_alg=search_alg, scheduler=_scheduler(spec),
-        num_samples=1 if spec.algorithm == "grid" else spec.num_samples,
+        num_samples=planned_trials(spec),
         metric=None if multi else spec.metrics[0], mode=None if multi else spec.modes[0])
     run_config = tune.RunConfig(name=spec.name, **storage_args(sweep.parent),
                                 failure_config=tune.FailureConfig(max_failures=spec.retries),

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import config as C
 from .spec import Distribution, Spec
-from .trial import SEED_KEY, trial_seed
+from .trial import SEED_KEY, split_params, trial_seed
 
 
 def grid_points(spec: Spec) -> list[dict[str, Any]]:
@@ -151,16 +151,110 @@ def optuna_sampler(spec: Spec):
         return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, group=group)
 
 
-def tune_search(spec: Spec, max_concurrent: int):
-    """(param_space, search_alg) for Ray Tune, the search algorithm limiting trials running at once. A sampler's
-    param_space holds only the fixed config; the searched values come from :class:`ConditionalSpace`."""
+# How a Tune trial's config carries its values. Tune's progress table takes its columns from the param space's
+# domains, so the space holds one domain per shown field (:func:`shown_fields`), for the table only: the searcher
+# behind :func:`_named_limiter` sets every shown field of each trial it suggests, and :func:`tune_trial_params` reads
+# back the values the trial runs with. A grid trial carries its index into :func:`seeded_grid` under ``POINT_KEY``
+# (a grid with include points is not a product of per-field grids); a sampled trial carries its suggested values,
+# the shown fields that do not apply to it (conditions) set to None for the table and listed under ``ABSENT_KEY``.
+POINT_KEY = "_point"
+ABSENT_KEY = "_absent"
+
+
+def shown_fields(spec: Spec) -> list[str]:
+    """The fields Tune's progress table shows by name: the searched ones, then the others the include points set."""
+    names = list(spec.space)
+    for point in spec.include:
+        names += [k for k in point if k not in names]
+    return names
+
+
+def _tune_domain(values_or_dist):
     from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-    if spec.algorithm == "grid":
-        return {"_point": tune.grid_search(seeded_grid(spec))}, BasicVariantGenerator(max_concurrent=max_concurrent)
+    if not isinstance(values_or_dist, Distribution):
+        return tune.choice(list(values_or_dist))
+    if values_or_dist.kind == "choice":
+        return tune.choice(list(values_or_dist.args))
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform,
+            "randint": tune.randint}[values_or_dist.kind](*values_or_dist.args)
+
+
+def _grid_searcher(size: int):
+    """A Tune searcher suggesting the grid's trials in order, each as its index; saved and restored with the
+    experiment (for ``sweeplab resume``)."""
+    import pickle
+
+    from ray.tune.search import Searcher
+
+    class GridSearcher(Searcher):
+        def __init__(self):
+            super().__init__()
+            self.next = 0
+
+        def suggest(self, trial_id: str):
+            if self.next >= size:
+                return Searcher.FINISHED
+            self.next += 1
+            return {POINT_KEY: self.next - 1}
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            pass
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "wb") as f:
+                pickle.dump(self.next, f)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as f:
+                self.next = pickle.load(f)
+
+    return GridSearcher()
+
+
+def _named_limiter(searcher, max_concurrent: int, shown: list[str], grid: list[dict[str, Any]] | None):
+    """A ConcurrencyLimiter whose param space holds the shown fields' domains for the table: the wrapped searcher
+    sees the fixed config only (a define-by-run space is its own; the grid searcher has none), and each suggestion
+    is given every shown field's value (from its grid point, or as suggested)."""
     from ray.tune.search import ConcurrencyLimiter
+
+    class NamedLimiter(ConcurrencyLimiter):
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            super().set_search_properties(metric, mode, {k: v for k, v in config.items() if k not in shown}, **spec)
+            return True  # the domains of the shown fields are for the table, not for the searcher
+
+        def suggest(self, trial_id: str):
+            values = super().suggest(trial_id)
+            if not isinstance(values, dict):  # None (wait) or Searcher.FINISHED
+                return values
+            if POINT_KEY in values:
+                return {**values, **{k: grid[values[POINT_KEY]].get(k) for k in shown}}
+            absent = [k for k in shown if k not in values]
+            return {**values, **dict.fromkeys(absent), ABSENT_KEY: absent}
+
+    return NamedLimiter(searcher, max_concurrent=max_concurrent)
+
+
+def tune_search(spec: Spec, max_concurrent: int):
+    """(param_space, search_alg) for Ray Tune: the fixed config, the shown fields' domains, and a searcher (the
+    grid's trials in order, or Optuna over :class:`ConditionalSpace`) limited to ``max_concurrent`` trials at once."""
+    shown = shown_fields(spec)
+    if spec.algorithm == "grid":
+        grid = seeded_grid(spec)
+        columns = {k: list({repr(v): v for v in (p.get(k) for p in grid)}.values()) for k in shown}
+        return ({k: _tune_domain(v) for k, v in columns.items()},
+                _named_limiter(_grid_searcher(len(grid)), max_concurrent, shown, grid))
     from ray.tune.search.optuna import OptunaSearch
     multi = spec.multi_objective
     searcher = OptunaSearch(space=ConditionalSpace(spec), metric=spec.metrics if multi else spec.metrics[0],
                             mode=spec.modes if multi else spec.modes[0], sampler=optuna_sampler(spec))
-    return dict(spec.config), ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+    space = {**spec.config, **{k: _tune_domain(spec.space[k]) for k in shown}}
+    return space, _named_limiter(searcher, max_concurrent, shown, None)
+
+
+def tune_trial_params(config: dict[str, Any], grid: list[dict[str, Any]] | None) -> tuple[dict[str, Any], int]:
+    """A Tune trial's (config values, seed) from its config as :func:`tune_search` encodes it; ``grid`` is the
+    sweep's :func:`seeded_grid` (None for a sampler)."""
+    if POINT_KEY in config:
+        return split_params(grid[config[POINT_KEY]])
+    absent = set(config.get(ABSENT_KEY, ()))
+    return split_params({k: v for k, v in config.items() if k not in absent})
