@@ -2,7 +2,8 @@
 
 Counted with ``torch.utils.flop_counter.FlopCounterMode`` on the meta device (no memory, no data): it counts the
 FLOPs of convolutions (2D/3D, transposed included), linear layers and matrix products, and we report
-MACs = FLOPs / 2. Element-wise work (activations, normalisation, GDN's square root) is not counted; that convention
+MACs = FLOPs / 2, including the convolutions inside a normalisation (GDN's 1x1 channel mixing). Element-wise work
+(activations, batch-norm statistics and scaling, GDN's square root and division) is not counted; that convention
 is stored with every figure (column ``gmacs_convention``). 1 GMAC = 1e9 multiply-accumulates.
 
 A model may take several inputs (``input_shape`` gives a tuple of shapes: ``model(*inputs)``), and a task made of

@@ -12,13 +12,44 @@ The three cases of Section 4 map onto config values:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from sweeplab.config import param
 
 GAMMA_SET = (10000.0, 12000.0, 16000.0, 24000.0, 40000.0, 72000.0, 96000.0)  # S, Section 4
 BETA_SET = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)  # B, Section 4
+
+
+class Schedule(NamedTuple):
+    """One band of gamma of the authors' training schedule."""
+    below: float  # the band holds gamma < below (and >= the previous band's bound)
+    drops: tuple[int, int]  # iterations at which the transform's learning rate is divided by 10, then by 100
+    length: int  # iterations their released models trained for (after the density warm-up)
+
+
+# The authors' code and released models (/work/shared/REFERENCES.md, "Dumas et al. 2018"): the learning-rate drop
+# points are derived from gamma, and training ran in phases of 80 epochs x 2,400 mini-batches: 10 phases for
+# gamma <= 40000 (only the first drop is reached), 7 for 72000 and 6 for 96000 (both drops reached). A gamma outside
+# S gets the length of the band its drop points come from, so its learning rate drops as those models' did.
+AUTHORS_SCHEDULE = (
+    Schedule(60000.0, (1_500_000, 2_000_000), 10 * 80 * 2400),  # gamma in S up to 40000: 1.92 M iterations
+    Schedule(80000.0, (900_000, 950_000), 7 * 80 * 2400),  # 72000: 1.344 M
+    Schedule(math.inf, (750_000, 800_000), 6 * 80 * 2400),  # 96000: 1.152 M
+)
+
+
+def authors_schedule(gamma: float) -> Schedule:
+    """The band of :data:`AUTHORS_SCHEDULE` that ``gamma`` falls in."""
+    return next(band for band in AUTHORS_SCHEDULE if gamma < band.below)
+
+
+def _schedule_text() -> str:
+    bounds = [0.0] + [band.below for band in AUTHORS_SCHEDULE]
+    return "; ".join(f"gamma in [{low:g}, {band.below:g}): drops at {band.drops[0]:,} and {band.drops[1]:,}, "
+                     f"{band.length:,} iterations" for low, band in zip(bounds, AUTHORS_SCHEDULE))
 
 # Conditions (``param(when=...)``): the fields of the autoencoder (model, training, training/extra data) do not apply
 # to the anchors, whose trials neither train nor read the training crops or the extra images; the step fields only
@@ -41,8 +72,9 @@ class CompressionConfig:
     betas: tuple[float, ...] = param(BETA_SET, "test-time step multipliers beta (Section 4, set B)", low=0.0,
                                      when=_AUTOENCODER)
     # training (Section 3 and the authors' code)
-    iterations: int = param(1_000_000, "training iterations (mini-batches) after the density warm-up", low=0,
-                            when=_AUTOENCODER)
+    iterations: int | None = param(None, "training iterations (mini-batches) after the density warm-up; null: the "
+                                   "length of the authors' models for this gamma (see lr_schedule), which the "
+                                   "trials table then records", low=0, when=_AUTOENCODER)
     batch_size: int = param(10, "mini-batch size", low=1, when=_AUTOENCODER)
     crop_size: int = param(256, "side of the random luminance training crops (multiple of 16)", low=16,
                            when=_AUTOENCODER)
@@ -57,9 +89,9 @@ class CompressionConfig:
                               "projected onto [0.8, 4] at the first update)", low=0.01, when=_LEARNED_STEP)
     weight_decay: float = param(5e-4, "weight of the l2 penalty sum ||W||^2 / 2 over the six convolution kernels "
                                 "(authors' WEIGHT_DECAY_P)", low=0.0, when=_AUTOENCODER)
-    lr_schedule: str = param("authors", "authors: lr divided by 10, then 100, at iterations (1.5M, 2M) for "
-                             "gamma < 60000, (900k, 950k) for gamma < 80000, else (750k, 800k); "
-                             "constant: lr throughout", choices=("authors", "constant"), when=_AUTOENCODER)
+    lr_schedule: str = param("authors", "authors: lr divided by 10, then by 100, at the authors' drop points ("
+                             + _schedule_text() + "); constant: lr throughout",
+                             choices=("authors", "constant"), when=_AUTOENCODER)
     density_warmup_epochs: int = param(1, "epochs over the training crops fitting only the density first", low=0,
                                        when=_AUTOENCODER)
     report_every: int = param(100, "iterations between progress reports", low=1, when=_AUTOENCODER)
@@ -68,10 +100,10 @@ class CompressionConfig:
     train_dir: str = param("", "folder of training images (ImageNet-style, searched recursively); "
                            "empty: images shipped with scikit-image")
     test_dir: str = param("", "Kodak-style folder of test images; empty: images shipped with scikit-image")
-    extra_dir: str = param("", "folder of extra images for the latent means mu_i (Section 3.1); "
-                           "empty: the training images")
-    n_extra_images: int = param(1000, "number of extra images (centre crops) for the latent means (authors: 1000)",
-                                low=1, when=_AUTOENCODER)
+    extra_dir: str = param("", "folder of extra images for the latent means mu_i (Section 3.1) and the coded "
+                           "rate's probabilities; empty: the training images")
+    n_extra_images: int = param(1000, "number of extra images (centre crops) for the latent means and the coder's "
+                                "probabilities (authors: 1000)", low=1, when=_AUTOENCODER)
     extra_crop: int = param(384, "side of the centre crops of the extra images (authors: 384)", low=16,
                             when=_AUTOENCODER)
     data_seed: int = param(0, "seed of the training-crop extraction: the same for every trial, so that methods are "
@@ -86,6 +118,13 @@ class CompressionConfig:
     jpeg2000_rates: tuple[float, ...] = param((0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0),
                                               "JPEG 2000 target rates in bits per pixel", low=0.0,
                                               when={"codec": "jpeg2000"})
+
+    def __post_init__(self):
+        # iterations = null means the authors' length for this gamma: resolved here so that every user of the
+        # config (the trainer, ``describe``, the trials table) sees the number of iterations the trial trains for.
+        # A copy made with ``dataclasses.replace`` keeps the resolved number: give iterations=None to re-derive it.
+        if self.iterations is None:
+            object.__setattr__(self, "iterations", authors_schedule(self.gamma).length)
 
     def check(self) -> list[str]:
         problems = []

@@ -4,7 +4,8 @@ Three sets, as in the paper and the authors' code (``kodak_tensorflow/datasets/{
 
 * training: ``n_train_crops`` random ``crop_size`` x ``crop_size`` luminance crops (paper: 24,000 crops of 256 x 256
   from ImageNet), read from ``train_dir`` searched recursively (``train/n01440764/*.JPEG`` works);
-* extra: luminance images from which the per-map means mu_i of Y are measured (Section 3.1); the authors use
+* extra: luminance images from which the per-map means mu_i of Y are measured (Section 3.1), and the coder's
+  probabilities of the quantised symbols (:mod:`.coder`); the authors use
   centre crops of 384 x 384 of 1000 ImageNet / INRIA Holidays images. Default: files of the training folder,
   taken from the other end of the shuffled file list so that, with a large folder, they are not also cropped for
   training;

@@ -8,9 +8,11 @@ Autoencoder (data flow per test image X and step multiplier beta)::
     Y_hat = q * beta * delta + mu                uniform scalar quantisation, reconstruction at bin centres
     X_hat = g_d(Y_hat)                           model.decode; PSNR after clipping to [16, 235] and rounding
 
-Rate: ``bpp`` is the paper's estimate, the empirical entropy of q (i.i.d. per map); ``bpp_coded`` the size of a
-real range-coded stream of q; ``rate_gap_bpp = bpp_coded - bpp``; ``side_info_bpp`` estimates the per-map
-histograms the range decoder would also need (not included in either rate, see :mod:`.metrics`).
+Rate: ``bpp`` is the paper's estimate, the empirical entropy of q (i.i.d. per map); ``bpp_coded`` the size of the
+stream of :mod:`.coder`, which codes q with per-map probabilities estimated on the extra images quantised at the
+same beta (as the authors' coder does), so the model, mu_i and those statistics decode it with nothing else
+transmitted; every stream is decoded back and a mismatch stops the evaluation. ``rate_gap_bpp = bpp_coded - bpp``
+is the paper's comparison of exact and estimated rates (under 0.04 bpp there).
 
 Anchors (``codec`` jpeg / jpeg2000): one row per (setting, image), the rate being the real file size.
 
@@ -23,14 +25,13 @@ import torch
 
 from sweeplab.task import Evaluation
 
-from . import anchors
-from .metrics import empirical_entropy_bpp, mse, psnr, range_code, side_information_bits
+from . import anchors, coder
+from .metrics import empirical_entropy_bpp, mse, psnr
 
-# The columns of the evaluation rows and their types (the task's ``eval_columns``): ``beta`` and
-# ``side_info_bpp`` are null in anchor rows, ``quality`` (the JPEG quality or JPEG 2000 target bpp) in autoencoder
-# rows.
+# The columns of the evaluation rows and their types (the task's ``eval_columns``): ``beta`` is null in anchor
+# rows, ``quality`` (the JPEG quality or JPEG 2000 target bpp) in autoencoder rows.
 ROW_TYPES = {"method": str, "beta": float, "quality": float, "image": str, "bpp": float, "bpp_coded": float,
-             "rate_gap_bpp": float, "side_info_bpp": float, "psnr": float, "mse": float}
+             "rate_gap_bpp": float, "psnr": float, "mse": float}
 ROW_KEYS = tuple(ROW_TYPES)
 SUMMARY_KEYS = ("psnr", "bpp", "bpp_coded", "rate_gap_bpp")
 # The final metrics :func:`evaluate` returns (the task's ``metrics``).
@@ -61,13 +62,29 @@ def _log_line(rows: list[dict]) -> str:
     return f"psnr {m['psnr']:.2f} dB, bpp {m['bpp']:.4f} (coded {m['bpp_coded']:.4f}), {len(rows)} images"
 
 
+def _coder_models(encode, mu: torch.Tensor, delta: torch.Tensor, betas, extra_images, device) -> dict[float, list]:
+    """Per beta, the coder's per-map models (:mod:`.coder`) from the extra images' latents, centred with mu_i and
+    quantised with steps beta * delta_i as the test images are: statistics every decoder of the model has."""
+    counts = {beta: coder.SymbolCounts(mu.numel()) for beta in betas}
+    for x in extra_images:
+        y = encode(x.to(device))  # g_e does not depend on beta
+        for beta in betas:
+            for q in quantize(y, mu, delta, beta)[0].cpu().numpy():
+                counts[beta].add(q)
+    return {beta: c.models() for beta, c in counts.items()}
+
+
 @torch.no_grad()
-def evaluate_autoencoder(model: torch.nn.Module, betas, test_images, device: torch.device, log=print) -> list[dict]:
-    """Rows for each beta in ``betas`` and each test image ``(name, (1, 1, H, W) float tensor)``."""
+def evaluate_autoencoder(model: torch.nn.Module, betas, test_images, extra_images, device: torch.device,
+                         log=print) -> list[dict]:
+    """Rows for each beta in ``betas`` and each test image ``(name, (1, 1, H, W) float tensor)``; the coder's
+    statistics come from ``extra_images`` ((1, 1, H, W) float tensors: the trial's extra set, the one mu_i was
+    measured on unless the model comes from another sweep's trial)."""
     model = getattr(model, "module", model)  # unwrap a data-parallel wrapper
     model.eval()
     delta = model.steps().detach().to(device)
     mu = model.latent_means.detach().to(device)
+    models = _coder_models(model.encode, mu, delta, betas, extra_images, device)
     latents = [(name, x, model.encode(x.to(device))) for name, x in test_images]  # g_e does not depend on beta
     rows = []
     for beta in betas:
@@ -78,13 +95,12 @@ def evaluate_autoencoder(model: torch.nn.Module, betas, test_images, device: tor
             indices = q[0].cpu().numpy()
             n_pixels = x.shape[-2] * x.shape[-1]
             bpp = empirical_entropy_bpp(indices, n_pixels)
-            n_bits, decoded = range_code(indices)
+            n_bits, decoded = coder.code(indices, models[beta])
             if not np.array_equal(decoded, indices):
-                raise RuntimeError(f"range coding of {name} at beta={beta} is not lossless")
+                raise RuntimeError(f"lossless coding of {name} at beta={beta} does not decode to its latents")
             bpp_coded = n_bits / n_pixels
             beta_rows.append(_row(method="autoencoder", beta=float(beta), image=name, bpp=bpp,
                                   bpp_coded=bpp_coded, rate_gap_bpp=bpp_coded - bpp,
-                                  side_info_bpp=side_information_bits(indices) / n_pixels,
                                   psnr=psnr(x, x_hat), mse=mse(x, x_hat)))
         log(f"beta={float(beta):g}: {_log_line(beta_rows)}")
         rows += beta_rows
@@ -116,7 +132,11 @@ def evaluate(cfg, state, data, ctx) -> Evaluation:
         betas = tuple(float(b) for b in cfg.betas)
         if not betas:
             raise ValueError("betas is empty: nothing to evaluate")
-        rows = evaluate_autoencoder(state, betas, data.test_images, ctx.device, ctx.log)
+        extra = getattr(data, "extra_images", None)
+        if not extra:
+            raise ValueError("codec=autoencoder needs data.extra_images: the coded rate's probabilities come from "
+                             "the extra image set")
+        rows = evaluate_autoencoder(state, betas, data.test_images, extra, ctx.device, ctx.log)
         ref = 1.0 if 1.0 in betas else betas[0]
         chosen = [r for r in rows if r["beta"] == ref]
     elif cfg.codec in anchors.CODECS:

@@ -111,6 +111,9 @@ class GDN(nn.Module):
     is a reparametrisation (:class:`NonNegative`) and symmetry holds by construction, Gamma = (G + G^T) / 2, so
     no step can leave the valid set and DDP needs no post-step hook. C^2 + C parameters, as the paper counts
     (33024 = 2 x (128^2 + 128) for the extra GDN + IGDN of cases 1 and 3).
+    Cost: the sum over j is a 1x1 convolution of x^2 (C^2 MACs per pixel) and is counted in ``gmacs``; the square,
+    square root and division are element-wise and are not. At 512 x 768 with m = 128, the six GDN/IGDN of
+    ``fixed-step`` are 1.057 of its 7.858 GMAC, the four of ``learned-step`` 1.007 of 7.808.
     """
 
     def __init__(self, channels: int, inverse: bool = False):

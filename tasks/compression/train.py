@@ -10,6 +10,8 @@ the six convolution kernels. Three groups of parameters, updated alternately on 
 grid if needed, then projection onto psi >= 1e-6), then the transform (Adam, lr 1e-4, optionally decayed) and
 the steps delta (plain gradient descent, lr 2e-8, then projection onto [0.8, 4]) on the same loss. Before that,
 ``density_warmup_epochs`` epochs over the crops (in order) fit only the density (authors' ``preliminary_fitting``).
+Length: ``cfg.iterations`` mini-batches after the warm-up; by default the length of the authors' released model for
+that gamma, with the learning-rate drops it got (:data:`~.config.AUTHORS_SCHEDULE`, one table for both).
 
 Deviations: the authors run the graph twice per mini-batch (density, then transform); here one forward pass feeds
 both (same parameters, an independent noise draw for the density fit), which saves one encoder pass. The density
@@ -28,6 +30,7 @@ import math
 import torch
 import torch.distributed as dist
 
+from .config import authors_schedule
 from .density import PiecewiseLinearDensity
 from .model import STRIDE, Autoencoder, build_model
 
@@ -44,12 +47,12 @@ def _all_reduce(t: torch.Tensor, ctx, op: str = "mean") -> torch.Tensor:
 
 
 def lr_factor(cfg, iteration: int) -> float:
-    """The authors' piecewise-constant decay of the transform's learning rate (x1, x0.1, x0.01)."""
+    """The authors' piecewise-constant decay of the transform's learning rate (x1, x0.1, x0.01) at the drop
+    points of :data:`~.config.AUTHORS_SCHEDULE` for ``cfg.gamma``."""
     if cfg.lr_schedule == "constant":
         return 1.0
-    bounds = (1_500_000, 2_000_000) if cfg.gamma < 60000 else (900_000, 950_000) if cfg.gamma < 80000 \
-        else (750_000, 800_000)
-    return 1.0 if iteration < bounds[0] else 0.1 if iteration < bounds[1] else 0.01
+    first, second = authors_schedule(cfg.gamma).drops
+    return 1.0 if iteration < first else 0.1 if iteration < second else 0.01
 
 
 class _Batches:

@@ -26,3 +26,14 @@ def test_step_fields_apply_to_learned_step_only():
     # the chain: learned-step set, but an anchor has no quantisation, so the step fields do not apply either
     applies = active(CompressionConfig, {"codec": "jpeg", "quantization": "learned-step"})
     assert not applies["quantization"] and not applies["lr_delta"] and not applies["delta_init"]
+
+
+def test_trials_row_records_the_iterations_a_trial_trains_for():
+    """iterations omitted (or null): the authors' length for gamma, resolved in the config so the trials table shows
+    it; a gamma outside S takes the length of the band of drop points it falls in; an explicit value wins."""
+    lengths = {gamma: scalar_columns(build(CompressionConfig, {"gamma": gamma, "iterations": None}))["iterations"]
+               for gamma in (10000.0, 59999.0, 60000.0, 72000.0, 79999.0, 80000.0, 96000.0, 500000.0)}
+    assert lengths == {10000.0: 1_920_000, 59999.0: 1_920_000, 60000.0: 1_344_000, 72000.0: 1_344_000,
+                       79999.0: 1_344_000, 80000.0: 1_152_000, 96000.0: 1_152_000, 500000.0: 1_152_000}
+    assert scalar_columns(build(CompressionConfig, {"gamma": 96000.0, "iterations": 20}))["iterations"] == 20
+    assert scalar_columns(build(CompressionConfig, {"codec": "jpeg"}))["iterations"] is None

@@ -35,11 +35,25 @@ class StandIn(torch.nn.Module):
         return torch.full((256,), self.delta)
 
 
+def _as_tensor(lum):
+    return torch.from_numpy(lum.copy()).float()[None, None]
+
+
 @pytest.fixture(scope="module")
-def test_images():
-    lum = read_luminance(Path(skimage.__file__).parent / "data" / "camera.png")
-    crops = {"a": lum[:64, :64], "b": lum[200:264, 100:196]}
-    return [(name, torch.from_numpy(c.copy()).float()[None, None]) for name, c in crops.items()]
+def camera():
+    return read_luminance(Path(skimage.__file__).parent / "data" / "camera.png")
+
+
+@pytest.fixture(scope="module")
+def test_images(camera):
+    return [("a", _as_tensor(camera[:64, :64])), ("b", _as_tensor(camera[200:264, 100:196]))]
+
+
+@pytest.fixture(scope="module")
+def data(camera, test_images):
+    """Test images and an extra set (other crops of the same photograph) for mu_i and the coder."""
+    extra = [_as_tensor(camera[300:364, 300:364]), _as_tensor(camera[100:164, 350:446])]
+    return SimpleNamespace(test_images=test_images, extra_images=extra)
 
 
 @pytest.fixture
@@ -47,9 +61,9 @@ def ctx():
     return LocalContext(device=torch.device("cpu"), verbose=False)
 
 
-def _model(test_images, delta=1.0):
+def _model(data, delta=1.0):
     model = StandIn(delta)
-    model.latent_means.copy_(torch.cat([model.encode(x) for _, x in test_images], -1).mean((0, 2, 3)))
+    model.latent_means.copy_(torch.cat([model.encode(x) for x in data.extra_images], -1).mean((0, 2, 3)))
     return model
 
 
@@ -61,17 +75,17 @@ def test_quantize_centres_and_scales_the_steps():
     assert y_hat.flatten().tolist() == pytest.approx([1.0, 4.0, -3.0])
 
 
-def test_autoencoder_rows_metrics_and_monotone_rate(test_images, ctx):
+def test_autoencoder_rows_metrics_and_monotone_rate(data, ctx):
     cfg = dataclasses.replace(CompressionConfig(), betas=(1.0, 2.0, 4.0, 8.0))
-    result = evaluate(cfg, _model(test_images), SimpleNamespace(test_images=test_images), ctx)
+    result = evaluate(cfg, _model(data), data, ctx)
     rows = pd.DataFrame(result.rows)
     assert len(rows) == 4 * 2 and list(rows.columns) == list(ROW_KEYS)
     assert set(rows["method"]) == {"autoencoder"} and rows["quality"].isna().all()
     means = rows.groupby("beta")[["bpp", "bpp_coded", "psnr"]].mean()
     assert means["bpp"].is_monotonic_decreasing and means["bpp"].iloc[0] > 2 * means["bpp"].iloc[-1]
     assert means["psnr"].is_monotonic_decreasing
-    assert (rows["rate_gap_bpp"] >= -1e-9).all()  # a code cannot beat the empirical entropy
-    assert (rows["side_info_bpp"] > 0).all()
+    # a code with probabilities fixed in advance cannot beat the image's own empirical entropy
+    assert (rows["rate_gap_bpp"] > 0).all()
     # the transform is exact: at beta = 1 the only error is the quantisation (step 4 in pixels: MSE ~ 16/12)
     assert rows[rows["beta"] == 1.0]["mse"].between(0.5, 2.5).all()
     assert set(result.metrics) == {"psnr", "bpp", "bpp_coded", "rate_gap_bpp", "mean_rate_gap_bpp"}
@@ -80,21 +94,42 @@ def test_autoencoder_rows_metrics_and_monotone_rate(test_images, ctx):
     assert result.metrics["mean_rate_gap_bpp"] == pytest.approx(rows["rate_gap_bpp"].mean())
 
 
-def test_learned_steps_scale_the_rate(test_images, ctx):
+def test_learned_steps_scale_the_rate(data, ctx):
     cfg = dataclasses.replace(CompressionConfig(), betas=(1.0,))
-    data = SimpleNamespace(test_images=test_images)
-    coarse = evaluate(cfg, _model(test_images, delta=2.0), data, ctx)
-    fine = evaluate(dataclasses.replace(cfg, betas=(2.0,)), _model(test_images, delta=1.0), data, ctx)
-    # delta = 2 at beta = 1 is the same quantiser as delta = 1 at beta = 2
-    assert coarse.metrics["bpp"] == pytest.approx(fine.metrics["bpp"])
-    assert coarse.metrics["psnr"] == pytest.approx(fine.metrics["psnr"])
+    coarse = evaluate(cfg, _model(data, delta=2.0), data, ctx)
+    fine = evaluate(dataclasses.replace(cfg, betas=(2.0,)), _model(data, delta=1.0), data, ctx)
+    # delta = 2 at beta = 1 is the same quantiser as delta = 1 at beta = 2 (on the extra set too)
+    for key in ("bpp", "bpp_coded", "psnr"):
+        assert coarse.metrics[key] == pytest.approx(fine.metrics[key])
+
+
+def test_coded_rate_comes_from_the_extra_set_and_every_stream_is_decoded(data, ctx, monkeypatch):
+    cfg = dataclasses.replace(CompressionConfig(), betas=(1.0, 2.0))
+    model = _model(data)
+    rows = pd.DataFrame(evaluate(cfg, model, data, ctx).rows)
+    # the same model and test images, the coder's statistics from another extra set (the test images themselves)
+    matched = SimpleNamespace(test_images=data.test_images, extra_images=[x for _, x in data.test_images])
+    other = pd.DataFrame(evaluate(cfg, model, matched, ctx).rows)
+    assert (other["bpp"] == rows["bpp"]).all() and (other["psnr"] == rows["psnr"]).all()
+    assert (other["bpp_coded"] != rows["bpp_coded"]).all()
+    assert (other["rate_gap_bpp"] < rows["rate_gap_bpp"]).all()  # statistics of the coded images fit them better
+    # an image's coded rate does not depend on the other images evaluated beside it
+    alone = evaluate(cfg, model, SimpleNamespace(test_images=data.test_images[:1], extra_images=data.extra_images),
+                     ctx).rows
+    assert [r["bpp_coded"] for r in alone] == rows[rows["image"] == "a"]["bpp_coded"].tolist()
+    with pytest.raises(ValueError, match="extra_images"):
+        evaluate(cfg, model, SimpleNamespace(test_images=data.test_images, extra_images=[]), ctx)
+    from sweeplab.tasks.compression import evaluate as evaluation
+    monkeypatch.setattr(evaluation.coder, "code", lambda indices, models: (8, indices + 1))  # a broken decoder
+    with pytest.raises(RuntimeError, match="does not decode"):
+        evaluate(cfg, model, data, ctx)
 
 
 @pytest.mark.parametrize("codec, settings", [("jpeg", (10, 50, 90)), ("jpeg2000", (0.5, 1.0, 2.0))])
 def test_anchor_rows_and_metrics(test_images, ctx, codec, settings):
     field = "jpeg_qualities" if codec == "jpeg" else "jpeg2000_rates"
     cfg = dataclasses.replace(CompressionConfig(), codec=codec, **{field: settings})
-    result = evaluate(cfg, None, SimpleNamespace(test_images=test_images), ctx)
+    result = evaluate(cfg, None, SimpleNamespace(test_images=test_images), ctx)  # no extra set: not needed
     rows = pd.DataFrame(result.rows)
     assert len(rows) == 3 * 2 and list(rows.columns) == list(ROW_KEYS)
     assert rows["beta"].isna().all() and (rows["rate_gap_bpp"] == 0).all()
@@ -105,7 +140,7 @@ def test_anchor_rows_and_metrics(test_images, ctx, codec, settings):
 
 
 @pytest.mark.parametrize("codec", ["autoencoder", "jpeg", "jpeg2000"])
-def test_declarations_cover_what_evaluate_returns(test_images, ctx, codec):
+def test_declarations_cover_what_evaluate_returns(data, ctx, codec):
     """The task's ``metrics``/``eval_columns`` are exactly the keys evaluate returns, with matching types (a value
     that does not apply to the row's method is None)."""
     from sweeplab.task import get_task
@@ -113,8 +148,7 @@ def test_declarations_cover_what_evaluate_returns(test_images, ctx, codec):
     task = get_task("compression")
     cfg = dataclasses.replace(CompressionConfig(), codec=codec, betas=(1.0, 2.0), jpeg_qualities=(10, 50),
                               jpeg2000_rates=(0.5, 1.0))
-    result = evaluate(cfg, _model(test_images) if codec == "autoencoder" else None,
-                      SimpleNamespace(test_images=test_images), ctx)
+    result = evaluate(cfg, _model(data) if codec == "autoencoder" else None, data, ctx)
     check_declared(task, result.metrics, result.rows)
     assert set(result.metrics) == set(task.metrics)
     assert all(isinstance(v, task.metrics[k]) for k, v in result.metrics.items())
@@ -137,7 +171,7 @@ def _synthetic_tables():
                 rows.append(dict(trial_id=trial_id, method=codec, beta=setting if key == "beta" else None,
                                  quality=setting if key == "quality" else None, image=image,
                                  bpp=bpp + rng.normal(0, 0.01), bpp_coded=bpp + 0.01, rate_gap_bpp=0.01,
-                                 side_info_bpp=0.05, psnr=psnr + rng.normal(0, 0.1), mse=1.0))
+                                 psnr=psnr + rng.normal(0, 0.1), mse=1.0))
 
     for i, gamma in enumerate((10000.0, 24000.0, 96000.0)):
         add(f"t{i}", "autoencoder", "fixed-step", gamma, [(1.0, 0.4 + 0.4 * i, 30 + 3 * i)], "beta")

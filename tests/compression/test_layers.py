@@ -107,3 +107,12 @@ def test_conv_transpose_same_bias_and_shape():
     out = tconv(torch.randn(1, 4, 3, 7))
     assert out.shape == (1, 2, 6, 14)
     torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([1.0, -2.0]))
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_costs_one_1x1_convolution_in_gmacs(inverse):
+    """The cost convention the README states: GDN/IGDN's channel mixing is counted (C^2 MACs per pixel), its
+    element-wise square, square root and division are not."""
+    from sweeplab.cost import count
+    params, gmacs, _ = count(lambda: GDN(8, inverse=inverse), (2, 8, 5, 7))
+    assert params == 8 * 8 + 8 and gmacs * 1e9 == pytest.approx(2 * 8 * 8 * 5 * 7)

@@ -1,10 +1,13 @@
 """The training loop on tiny random crops, in-process (LocalContext): loss decreases, reports, checkpoint, resume."""
+import math
 import types
 
+import pytest
 import torch
 
 from sweeplab.context import LocalContext
-from sweeplab.tasks.compression.config import CompressionConfig
+from sweeplab.tasks.compression import config
+from sweeplab.tasks.compression.config import GAMMA_SET, CompressionConfig
 from sweeplab.tasks.compression.model import DELTA_MIN
 from sweeplab.tasks.compression.train import lr_factor, train
 
@@ -63,9 +66,38 @@ def test_learned_step_projects_delta_and_zero_iterations_is_the_smoke_path(tmp_p
     assert train(_cfg(codec="jpeg"), data, ctx) is None
 
 
+# The authors' released models (REFERENCES.md): phases of 80 epochs x 2,400 mini-batches, 10 for gamma <= 40000,
+# 7 for 72000, 6 for 96000; the first learning-rate drop reached for gamma <= 40000, both for 72000 and 96000.
+AUTHORS_LENGTH = {10000.0: 1_920_000, 12000.0: 1_920_000, 16000.0: 1_920_000, 24000.0: 1_920_000,
+                  40000.0: 1_920_000, 72000.0: 1_344_000, 96000.0: 1_152_000}
+AUTHORS_LAST_LR = {10000.0: 0.1, 12000.0: 0.1, 16000.0: 0.1, 24000.0: 0.1, 40000.0: 0.1, 72000.0: 0.01,
+                   96000.0: 0.01}
+
+
 def test_authors_learning_rate_schedule():
     assert lr_factor(_cfg(gamma=10000.0), 1_499_999) == 1.0
     assert lr_factor(_cfg(gamma=10000.0), 1_500_000) == 0.1
     assert lr_factor(_cfg(gamma=72000.0), 950_000) == 0.01
     assert lr_factor(_cfg(gamma=96000.0), 760_000) == 0.1
     assert lr_factor(_cfg(gamma=96000.0, lr_schedule="constant"), 5_000_000) == 1.0
+
+
+def test_each_gamma_of_s_trains_for_the_authors_length_with_their_drops():
+    assert set(AUTHORS_LENGTH) == set(GAMMA_SET)
+    for gamma in GAMMA_SET:
+        cfg = CompressionConfig(gamma=gamma)  # iterations not given: the authors' length for this gamma
+        assert cfg.iterations == AUTHORS_LENGTH[gamma], gamma
+        assert lr_factor(cfg, cfg.iterations - 1) == AUTHORS_LAST_LR[gamma], gamma
+    assert CompressionConfig(gamma=96000.0, iterations=20).iterations == 20  # an explicit length wins
+
+
+def test_the_trainer_follows_the_schedule_table(tmp_path, monkeypatch):
+    """With a tiny table in place of the authors' one, a trial that gives no iterations trains for the table's
+    length and ends at the learning rate after both of its drops."""
+    monkeypatch.setattr(config, "AUTHORS_SCHEDULE", (config.Schedule(math.inf, (4, 7), 9),))
+    ctx = LocalContext(trial_dir=tmp_path, device=CPU, verbose=False)
+    cfg = _cfg(iterations=None, report_every=3, checkpoint_every=100, lr=1e-3)
+    train(cfg, _data(), ctx)
+    assert cfg.iterations == 9 and [r["iteration"] for r in ctx.reports] == [3, 6, 9]
+    groups = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["opt_transform"]["param_groups"]
+    assert groups[0]["lr"] == pytest.approx(1e-3 * 0.01)
