@@ -1,8 +1,9 @@
 """Task `segmentation`: Kanezaki, "Unsupervised image segmentation by backpropagation", ICASSP 2018.
 
 The method (``model.py``, ``method.py``), the baselines of Section 3 (``baselines.py``), the evaluation of
-Section 3 (``metrics.py``), BSDS500 and the embedded texture mosaics (``data.py``), Figures 3 and 4 (``plot.py``);
-how images are spread over a trial's workers in ``train.py``; configuration in ``config.py``.
+Section 3 (``metrics.py``), BSDS500 and the embedded texture mosaics (``data.py``), Figures 3 and 4 (``plot.py``)
+and a Figure 2-like panel (``figure2.py``) from the label maps trials keep (``label_maps.py``); how images are spread
+over a trial's workers in ``train.py``; configuration in ``config.py``.
 """
 from sweeplab.task import Task, register_task
 
@@ -12,9 +13,10 @@ from .model import build_model
 
 
 def plot(trials, evaluations, out_path, sweep=None) -> None:
-    """Figures 3 and 4 (``plot.py``), imported on use: matplotlib is slow to import."""
+    """Figures 3 and 4 (``plot.py``) and the Figure 2-like panel from the sweep's kept label maps
+    (``figure2.py``), imported on use: matplotlib is slow to import."""
     from .plot import plot_segmentation
-    plot_segmentation(trials, evaluations, out_path)
+    plot_segmentation(trials, evaluations, out_path, sweep)
 
 
 TASK = register_task(Task(

@@ -5,7 +5,37 @@ regarded the IoU as correct if the maximum IoU is larger than 0.5"; Fig. 3 gives
 is the harmonic mean of precision and recall"; Fig. 4 gives "precision-recall curves with an IoU threshold 0.5 and
 0.7 ... segments were arranged in order of decreasing size", summarised by average precision (AP).
 
-Choices the paper leaves open, made here:
+Choices the paper leaves open. Section 3 defines correctness and the size order, and reports AP per method at IoU
+0.5 and 0.7 (k-means 0.049 / 0.0129, GS 0.1161 / 0.0449, proposed 0.1394 / 0.0578), but does not say how the PR
+curve is pooled over the 200 images, how the several annotators of an image are combined, or how AP is computed
+from the curve. Each choice below changes the numbers, so ours are comparable with the paper's in kind, not
+necessarily in value.
+
+1. **Pooling the PR curve over images.** Possible: (a) one ranking of all segments of all images by decreasing
+   size (micro, large images' segments first); (b) a curve, or an AP, per image, then averaged over images (macro);
+   (c) *ours*, rank-wise pooling: within each image, segments are ranked by decreasing size (ties by segment id);
+   the curve's n-th point pools the top-n segments of every image (all of them for an image with fewer than n):
+   precision(n) = correct among them / their number, recall(n) = correct among them / all GT segments of all
+   images. The curve has max_i S_i points; images weigh by their numbers of segments and GT segments (an image
+   with many segments shapes the tail). :func:`pool_pr`.
+2. **Several annotators** (BSDS500 has 5-9 per image). Possible: (a) the best annotator per image (max F or AP over
+   annotators: it rewards matching whichever granularity a method happens to have, and grows with the number of
+   annotators); (b) a segment correct when it is correct for any annotator (raises precision); (c) every
+   annotation as an image of its own; (d) *ours*, the mean over the image's annotations: F, precision and recall
+   are computed against each annotation and averaged (F is the mean of the per-annotation F, not the F of the mean
+   P and R); for the PR curve a segment counts as the fraction of annotations for which it is correct and the GT
+   count is the mean over annotations. For the PR curve of one image, (d) equals (c); over images, (c) would weigh
+   an image by its number of annotators and (d) weighs every image alike (and Fig. 3 has one F per image). The
+   mean is also what the BSDS500 region benchmarks (covering, PRI, VI) do.
+3. **AP from the curve.** Possible: the area under the step curve (no interpolation); PASCAL VOC's all-point
+   interpolation (P(n) replaced by max_{m >= n} P(m)), which can only raise AP; VOC 2007's 11-point average;
+   extending the curve to recall 1. *Ours* (the ``ap50`` and ``ap70`` of ``trials``): the step area without
+   interpolation, sum_n (R(n) - R(n-1)) P(n) with R(0) = 0 (as scikit-learn's ``average_precision_score``), the
+   curve ending where it ends; ``ap(..., interpolated=True)`` gives the all-point VOC variant. Recall rarely
+   reaches 1 (a GT segment that no predicted segment matches is never found), so AP is bounded by the final
+   recall.
+
+Smaller choices, also made here:
 
 * Precision = predicted segments whose best IoU with a ground-truth (GT) segment is > t, over predicted segments.
   Recall = GT segments whose best IoU with a predicted segment is > t, over GT segments. "Larger than" is strict.
@@ -13,18 +43,7 @@ Choices the paper leaves open, made here:
   |P & G| > |P| / 2 and > |G| / 2), so correct predicted segments and found GT segments match one to one: their
   counts are equal, and the GT found by a set of predicted segments is the number of correct ones among them.
   That makes the PR curve well defined from per-segment flags; thresholds below 0.5 are refused.
-* Several annotators (BSDS500 has 5-9 per image): every quantity is computed against each annotation and averaged
-  over the annotations of the image (F is the mean of the per-annotation F, not the F of the mean P and R). The
-  mean, not the max, is what the BSDS500 region benchmarks (covering, PRI, VI) do; the max would reward a method for
-  matching whichever annotator's granularity it happens to have, and grows with the number of annotators.
 * GT segments are the annotation's labels as given (no connected components are extracted from them).
-* PR curves: within each image, segments are ranked by decreasing size (ties by segment id); the curve's n-th point
-  pools the top-n segments of every image (all of them for an image with fewer than n): precision(n) = correct
-  among them / their number, recall(n) = correct among them / all GT segments. Images weigh by their segments and
-  GT segments; annotators are averaged within an image (per-segment correct fractions, mean GT count).
-* AP is the area under the step PR curve without interpolation, sum_n (R(n) - R(n-1)) P(n) with R(0) = 0 (as in
-  scikit-learn's ``average_precision_score``); ``interpolated=True`` gives the PASCAL VOC variant, where P(n) is
-  replaced by max_{m >= n} P(m). Recall rarely reaches 1, so AP is bounded by the final recall.
 
 :func:`image_metrics` returns one row per image (the per-segment flags ``pr_{100 t}_correct`` are lists, a list
 column of ``evaluations``); :func:`pool_pr` and :func:`ap` pool rows.

@@ -15,12 +15,14 @@ uniform distribution and set the convolution biases to zero (the usual Caffe ``x
 says nothing about biases); BatchNorm starts at scale 1, shift 0. The authors' PyTorch ``demo.py`` instead keeps
 PyTorch's default initialisation (Kaiming-uniform with a = sqrt(5) and uniform biases); we follow the paper.
 
-Deviations from ``demo.py``, on purpose:
+All M components are trained: the paper (Section 2.4) updates {W_m, b_m} for every m, and so does the authors'
+current ``demo.py``, which registers its components in an ``nn.ModuleList`` (since commit 878840f, 2019). An older
+revision of ``demo.py`` kept components 2..M in a plain Python list, so they were not registered submodules and
+their parameters never reached the optimiser; only that revision differs from the paper here. We hold them in an
+``nn.Sequential``.
 
-* ``demo.py`` keeps the components 2..M in plain Python lists, so they are not registered submodules: their
-  parameters never reach the optimiser (they stay at their random initialisation) and ``model.train()`` does not
-  reach them. The paper (Section 2.4) updates {W_m, b_m} for all m, and so do we (``nn.Sequential``).
-* ``demo.py`` ties p = q (``--nChannel``); here they are separate, as in the paper's notation.
+Deviation from ``demo.py``, on purpose: ``demo.py`` ties p = q (``--nChannel``); here they are separate, as in the
+paper's notation.
 """
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ one configuration (one row in ``trials``, its AP pooled over all its images as i
 
 Each image's prediction is turned into segments = connected components of its clusters (Section 3) and scored
 against every annotation (:func:`.metrics.image_metrics`); ``evaluations`` gets one row per (trial, image).
+The segments of the first ``cfg.keep_label_maps`` images are PNG-encoded by the rank that made them, gathered and
+checkpointed with the rows, and kept as the artifact ``label_maps`` once all images are done (``label_maps.py``);
+they are not part of the rows.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import time
 
 import numpy as np
 
+from . import label_maps
 from .baselines import connected_segments, felzenszwalb_segment, kmeans_segment
 from .metrics import PR_THRESHOLDS, _pr_key, ap, image_metrics
 
@@ -46,24 +50,30 @@ def train(cfg, data, ctx) -> list[dict]:
     samples = data.images
     n, world = len(samples), ctx.world_size
     rows: list[dict] = []
+    maps: dict[str, bytes] = {}  # image name -> PNG of its segments, for the first cfg.keep_label_maps images
     start = 0
     if (ckpt := ctx.load_checkpoint()) is not None:
-        rows, start = list(ckpt["rows"]), int(ckpt["round"])
+        rows, start, maps = list(ckpt["rows"]), int(ckpt["round"]), dict(ckpt.get("maps", {}))
     for rnd in range(start, math.ceil(n / world)):
         i = rnd * world + ctx.rank
-        mine = []
+        mine = []  # (row, PNG or None) of this rank's image
         if i < n:
             sample = samples[i]
             t0 = time.perf_counter()
             pred = _predict(cfg, sample.image, ctx, ctx.seed + i)
-            mine.append({"image": sample.name, "method": cfg.method, "height": pred.shape[0],
-                         "width": pred.shape[1], "seconds": time.perf_counter() - t0,
-                         **image_metrics(pred, sample.gts)})
-        rows += [row for part in ctx.all_gather(mine) for row in part]
+            row = {"image": sample.name, "method": cfg.method, "height": pred.shape[0], "width": pred.shape[1],
+                   "seconds": time.perf_counter() - t0, **image_metrics(pred, sample.gts)}
+            mine.append((row, label_maps.encode(pred) if i < cfg.keep_label_maps else None))
+        for row, png in (pair for part in ctx.all_gather(mine) for pair in part):
+            rows.append(row)
+            if png is not None:
+                maps[row["image"]] = png
         done, mean_f = min(n, (rnd + 1) * world), float(np.mean([r["f_measure"] for r in rows]))
         ctx.report({"images_done": done, "progress": done / n, "mean_f_measure": mean_f},
-                   checkpoint={"rows": rows, "round": rnd + 1})
+                   checkpoint={"rows": rows, "round": rnd + 1, "maps": maps})
         ctx.log(f"{done}/{n} images, mean F-measure {mean_f:.4f}")
+    if maps:  # in the data's order (rounds, then ranks); every rank has them, the core keeps rank 0's
+        ctx.save_artifact(label_maps.ARTIFACT, {"maps": maps})
     return sorted(rows, key=lambda r: r["image"])
 
 

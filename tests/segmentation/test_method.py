@@ -80,7 +80,7 @@ def test_segnet_seeded_and_all_parameters_trained():
     a.reset_parameters(torch.Generator().manual_seed(3))
     b.reset_parameters(torch.Generator().manual_seed(3))
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
-    # Unlike demo.py's Python lists, every component is registered: 3 x (conv w, b, bn w, b) + (w, b) + (w, b).
+    # Every component is registered (and trained): 3 x (conv w, b, bn w, b) + (w, b) + (w, b).
     assert len(list(a.parameters())) == 3 * 4 + 4
 
 

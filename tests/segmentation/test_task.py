@@ -1,15 +1,18 @@
 """The segmentation task through the platform: describe, the per-image loop, sweeps in-process and on Ray."""
+import dataclasses
 import json
 import typing
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from sweeplab import cli, results
+from sweeplab import artifacts, cli, results
 from sweeplab.config import build, scalar_columns
 from sweeplab.context import LocalContext
 from sweeplab.spec import load
+from sweeplab.tasks.segmentation import label_maps
 from sweeplab.tasks.segmentation import train as seg_train
 from sweeplab.tasks.segmentation.config import SegmentationConfig
 from sweeplab.tasks.segmentation.data import load_data
@@ -55,8 +58,11 @@ def test_train_checkpoints_per_round_and_resumes(tmp_path, monkeypatch):
     def boom(*args):
         raise AssertionError("a resumed trial must not segment finished images again")
     monkeypatch.setattr(seg_train, "_predict", boom)
-    again = seg_train.train(cfg, data, LocalContext(trial_dir=tmp_path, verbose=False))
+    resumed = LocalContext(trial_dir=tmp_path, verbose=False)
+    again = seg_train.train(cfg, data, resumed)
     assert [r["f_measure"] for r in again] == [r["f_measure"] for r in rows]
+    kept = ctx.artifacts[label_maps.ARTIFACT]["maps"]  # keep_label_maps = 3 by default: every image here
+    assert list(kept) == [s.name for s in data.images] and resumed.artifacts[label_maps.ARTIFACT]["maps"] == kept
     ev = seg_train.evaluate(cfg, rows, data, ctx)
     assert 0 <= ev.metrics["ap50"] <= 1 and ev.metrics["ap70"] <= ev.metrics["ap50"] + 1e-12
     assert len(ev.rows) == 3
@@ -76,6 +82,10 @@ def test_local_smoke_sweeps_and_plot(tmp_path, sweeplab_cli):
     assert gs.loc[100.0] >= gs.loc[1000.0]  # a lower merging threshold leaves more segments
     sweeplab_cli(["plot", str(tmp_path / "segmentation-baselines-smoke"), "--out", str(tmp_path / "fig.png")], tmp_path)
     assert (tmp_path / "fig.png").stat().st_size > 10_000
+    assert (tmp_path / "fig-figure2.png").stat().st_size > 10_000  # from the label maps the trials kept
+    for tid in base.trial_id:
+        source = artifacts.open_source(str(tmp_path / "segmentation-baselines-smoke" / tid))
+        assert list(source.load(label_maps.ARTIFACT)["maps"]) == ["mosaic_00", "mosaic_01"]
 
 
 @pytest.mark.ray
@@ -86,19 +96,40 @@ def test_ray_images_spread_over_two_workers(tmp_path, sweeplab_cli):
     trials, evals = _tables(tmp_path / "segmentation-m-lr-smoke")
     assert len(trials) == 1 and trials.status.iloc[0] == "completed" and trials.num_workers.iloc[0] == 2
     assert sorted(evals.image) == ["mosaic_00", "mosaic_01", "mosaic_02"]
+    # the label maps of images 0 and 2 (rank 0) and 1 (rank 1), gathered and kept once, in the data's order
+    kept = label_maps.load(tmp_path / "segmentation-m-lr-smoke", trials.trial_id.iloc[0])[1]
+    assert list(kept) == ["mosaic_00", "mosaic_01", "mosaic_02"] and all(m.shape == (96, 96) for m in kept.values())
 
 
 @pytest.mark.parametrize("method", ["cnn", "kmeans", "felzenszwalb"])
-def test_declarations_cover_what_evaluate_returns(tmp_path, method):
-    """``metrics``/``eval_columns`` are exactly the keys a (tiny) evaluation returns, with matching types."""
+def test_declarations_cover_what_evaluate_returns(tmp_path, monkeypatch, method):
+    """``metrics``/``eval_columns`` are exactly the keys a (tiny) evaluation returns, with matching types; the kept
+    label map is the prediction, and keeping it changes no row."""
     from sweeplab.task import get_task
     from sweeplab.trial import check_declared
     task = get_task("segmentation")
     cfg = build(SegmentationConfig, {"method": method, "n_mosaics": 2, "mosaic_size": 32, "T": 2, "M": 1, "p": 8,
-                                     "q": 8, "K": 50})
+                                     "q": 8, "K": 50, "keep_label_maps": 1})
     data = load_data(cfg)
+    predicted = []
+
+    def predict(*args):
+        predicted.append(original(*args))
+        return predicted[-1]
+    original = seg_train._predict
+    monkeypatch.setattr(seg_train, "_predict", predict)
     ctx = LocalContext(trial_dir=tmp_path, verbose=False)
     ev = seg_train.evaluate(cfg, seg_train.train(cfg, data, ctx), data, ctx)
+    # the first image's segments are kept (lossless PNG inside the artifact), exactly what was scored
+    kept = ctx.artifacts[label_maps.ARTIFACT]["maps"]
+    assert list(kept) == ["mosaic_00"] and kept["mosaic_00"][:8] == b"\x89PNG\r\n\x1a\n"
+    np.testing.assert_array_equal(label_maps.decode(kept["mosaic_00"]), predicted[0])
+    # keeping maps changes no row (the time aside)
+    none = LocalContext(trial_dir=tmp_path / "none", verbose=False)
+    plain = seg_train.train(dataclasses.replace(cfg, keep_label_maps=0), data, none)
+    assert not none.artifacts
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in plain] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in ev.rows]
     check_declared(task, ev.metrics, ev.rows)
     assert set(ev.metrics) == set(task.metrics)
     assert all(isinstance(v, task.metrics[k]) for k, v in ev.metrics.items())
@@ -121,3 +152,16 @@ def test_fields_that_do_not_apply_are_null():
     cnn = scalar_columns(SegmentationConfig())
     assert cnn["M"] == 3 and cnn["K"] == 10000 and cnn["k"] is None and cnn["threshold"] is None
     assert cnn["n_mosaics"] == 12 and kmeans["n_mosaics"] == 12 and gs["split"] == "test"  # data: every method
+
+
+@pytest.mark.parametrize("high", [3, 2**16 - 1, 2**16, 2**24 - 1])
+def test_label_maps_round_trip_losslessly(high):
+    labels = np.random.default_rng(high).integers(0, high + 1, size=(7, 9))
+    labels[0, 0] = high  # 16-bit greyscale up to 65,535, 24-bit RGB above
+    decoded = label_maps.decode(label_maps.encode(labels))
+    assert decoded.dtype == np.int64
+    np.testing.assert_array_equal(decoded, labels)
+    for bad in (-1, 2**24):
+        labels[0, 1] = bad
+        with pytest.raises(ValueError, match="labels must lie"):
+            label_maps.encode(labels)
