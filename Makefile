@@ -18,12 +18,12 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	rm -rf $(DEMO_STORAGE)/compression-demo
-	$(BIN)/sweeplab run sweeps/compression-single-gamma-smoke.yaml --set storage=$(DEMO_STORAGE) name=compression-demo
-	$(BIN)/sweeplab results $(DEMO_STORAGE)/compression-demo --sql "SELECT trial_id, codec, quantization, gamma, \
-	  round(psnr, 2) AS psnr_db, round(bpp, 3) AS bpp, round(bpp_coded, 3) AS bpp_coded, round(gmacs, 2) AS gmacs \
-	  FROM trials ORDER BY trial_id"
-	$(BIN)/sweeplab plot $(DEMO_STORAGE)/compression-demo --out $(DEMO_STORAGE)/compression-demo.png
+	rm -rf $(DEMO_STORAGE)/segmentation-demo
+	$(BIN)/sweeplab run sweeps/segmentation-demo.yaml --set storage=$(DEMO_STORAGE)
+	$(BIN)/sweeplab results $(DEMO_STORAGE)/segmentation-demo --sql "SELECT method, M, lr, alpha, k_1 AS k, threshold, \
+	  round(f_measure, 3) AS f_measure, round(ap50, 3) AS ap50, round(ap70, 3) AS ap70, \
+	  round(train_seconds, 1) AS seconds FROM trials ORDER BY method, alpha, threshold"
+	$(BIN)/sweeplab plot $(DEMO_STORAGE)/segmentation-demo --out $(DEMO_STORAGE)/segmentation-demo.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

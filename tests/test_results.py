@@ -155,3 +155,16 @@ def test_cli_compact_merges_the_parts_under_the_sweep_lock(tmp_path, capsys, mon
     assert cli.main(["compact", str(tmp_path)]) == 0
     assert "2 trials, 2 evaluation rows" in capsys.readouterr().out
     assert [f.name for f in (location(tmp_path) / "results" / "trials").files()] == ["compacted-000000.parquet"]
+
+
+def test_columns_differing_only_in_case_are_named_in_sql(tmp_path, capsys):
+    """SQL names are case-insensitive: of segmentation's K (superpixels) and k (clusters), DuckDB renames the
+    later; `sweeplab results` says which name to use, and both columns keep their own values."""
+    res = tmp_path / "results"
+    res.mkdir()
+    pd.DataFrame({"trial_id": ["a", "b"], "K": [500, None], "k": [None, 4]}).to_parquet(res / "trials.parquet")
+    pd.DataFrame({"trial_id": ["a"], "value": [1.0]}).to_parquet(res / "evaluations.parquet")
+    assert cli.main(["results", str(tmp_path), "--csv", "--sql", "SELECT trial_id, K, k_1 FROM trials"]) == 0
+    out, err = capsys.readouterr()
+    assert out.split() == ["trial_id,K,k_1", "a,500.0,", "b,,4.0"]
+    assert "column trials.k is k_1 in SQL" in err

@@ -291,7 +291,7 @@ def _cmd_results(args) -> int:
     from .results import query
     from .storage import StorageError
     try:
-        frame = query(args.target, args.sql)
+        frame = query(args.target, args.sql, note=lambda msg: print(msg, file=sys.stderr))
     except (FileNotFoundError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ import datetime as dt
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -320,12 +320,15 @@ def read(target) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tuple(read_arrow(target, t).to_pandas() for t in TABLES)  # type: ignore[return-value]
 
 
-def query(target, sql: str | None = None) -> pd.DataFrame:
+def query(target, sql: str | None = None, note: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run SQL over the two tables (DuckDB views ``trials`` and ``evaluations``). The files are read through
     pyarrow datasets registered with DuckDB, so the same query runs on a local folder and on S3 without any DuckDB
-    extension; DuckDB pushes column selections and filters down into the scan."""
+    extension; DuckDB pushes column selections and filters down into the scan. SQL names are case-insensitive:
+    of two columns that differ only in case (segmentation's ``K`` superpixels and ``k`` clusters), DuckDB renames
+    the later one (``k_1``); ``note`` is told each such name."""
     import duckdb
     con = duckdb.connect()
+    renamed: dict[str, str] = {}
     for name in TABLES:
         compacted, parts = table_dataset(target, name)
         selects = []
@@ -336,8 +339,16 @@ def query(target, sql: str | None = None) -> pd.DataFrame:
             con.register(f"_{name}_compacted", compacted)
             where = f" WHERE trial_id NOT IN (SELECT trial_id FROM _{name}_parts)" if parts is not None else ""
             selects.append(f"SELECT * FROM _{name}_compacted{where}")
+        for dataset, view in ((parts, f"_{name}_parts"), (compacted, f"_{name}_compacted")):
+            if dataset is not None:
+                sql_names = [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
+                renamed.update({f"{name}.{a}": b for a, b in zip(dataset.schema.names, sql_names) if a != b})
         body = " UNION ALL BY NAME ".join(selects) or "SELECT NULL::VARCHAR AS trial_id WHERE false"
         con.execute(f"CREATE VIEW {name} AS {body}")
+    for column, sql_name in sorted(renamed.items()):
+        if note is not None:
+            note(f"note: column {column} is {sql_name} in SQL (SQL names are case-insensitive and another column "
+                 "differs from it only in case)")
     return con.execute(sql or "SELECT * FROM trials").df()
 
 
