@@ -28,7 +28,7 @@ TASK = register_task(Task(
     evaluate=train.evaluate,
     metrics=train.METRIC_TYPES,  # roc_auc, pr_auc, tags_evaluated, feature_frames, feature_bytes_per_clip
     eval_columns=train.ROW_TYPES,  # one row per tag: tag, roc_auc, pr_auc, n_positive, n_test
-    reports=train.REPORTS,  # epoch, progress, loss, val_roc_auc
+    reports=train.REPORTS,  # epoch, progress, loss, val_roc_auc, lr
     trained_config=train.trained_config,  # the cost of the model trained: n_tags = len(data.tags)
     plot=plot,
     summary=("roc_auc", "pr_auc", "gmacs"),

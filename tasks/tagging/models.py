@@ -8,6 +8,12 @@ return **logits** ``(B, n_tags)``: the paper's sigmoid output is applied by the 
   It reads the whole 29.1 s clip.
 * ``MusiCNN``: Pons et al. 2018 as re-implemented by the authors (``andrebola/EUSIPCO2020``,
   ``mtat-tagging/autotagging.py``), fed 3 s patches (Section VI-B); a clip's score is the mean over its patches.
+
+MUSICNN's geometry: the authors' script applies kernels shaped for (frames, mel) data to (mel, frames) arrays, so,
+read literally, its timbral filters span 7 mel bands x 86 frames (at 96 bands) rather than 86 bands x 7 frames
+(REFERENCES.md). We follow the paper's shapes, frequency x time (Section IV: 38x1 ... 86x7 timbral and 1x32 ...
+1x165 temporal filters; Section VI-B: 90% and 40% of the mel bands), which are the intended ones; the literal
+reading is not offered as an option.
 """
 from __future__ import annotations
 
@@ -114,7 +120,8 @@ class MusiCNN(nn.Module):
     Back-end: max and mean over time (1024) -> dropout 0.5 -> dense 500 -> ReLU -> BN -> dropout 0.5 -> dense
       n_tags (logits).
     Filter counts, 512 / 500 and the dropout follow ``andrebola/EUSIPCO2020`` (Pons' own MTT model,
-    ``jordipons/musicnn-training``, uses 64 mid-end filters and 200 dense units).
+    ``jordipons/musicnn-training``, uses 64 mid-end filters and 200 dense units). Kernel shapes are the paper's,
+    frequency x time; the authors' script, read literally, swaps them (module docstring).
     """
 
     TIMBRAL = ((7, 64), (3, 128), (1, 256))  # (width in frames, filters) per frequency extent

@@ -1,12 +1,15 @@
 """Training and evaluation of the `tagging` task (Ferraro et al., EUSIPCO 2020, Sections IV, VI and VII).
 
 Features come from the shared :class:`.features.FeatureStore` (computed once per clip, sample rate and mel count,
-whatever the hop and log type). Both models train with Adam (lr 1e-3) on binary cross-entropy (Section IV);
-early stopping on the validation ROC-AUC (``patience`` epochs) keeps the best weights. VGG-CNN sees the whole
-29.1 s clip; MUSICNN trains on random 3 s patches and scores a clip by averaging its tag scores over consecutive
-3 s patches (Section VI-B). With several Ray Train workers each rank takes every W-th example of a mini-batch
-(DDP averages the gradients). Evaluation on the test split: ROC-AUC and PR-AUC per tag and macro-averaged over
-the tags that have positive and negative test clips (Section VII).
+whatever the hop and log type). Both models train with Adam (lr 1e-3) on binary cross-entropy (Section IV) for the
+epochs, batch size and learning-rate decay of ``protocol`` (:meth:`.config.TaggingConfig.schedule`): by default
+early stopping on the validation ROC-AUC (``patience`` epochs) keeping the best weights; ``authors``: the authors'
+fixed epochs (MUSICNN: lr x 0.1 every 100 passes), the last weights. The learning rate of a pass is computed from
+its index, so a trial resumed from its checkpoint continues the decay. VGG-CNN sees the whole 29.1 s clip; MUSICNN
+trains on one random 3 s patch per clip each epoch (a pass) and scores a clip by averaging its tag scores over
+consecutive 3 s patches (Section VI-B). With several Ray Train workers each rank takes every W-th example of a
+mini-batch (DDP averages the gradients). Evaluation on the test split: ROC-AUC and PR-AUC per tag and
+macro-averaged over the tags that have positive and negative test clips (Section VII).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .features import FeatureStore
+from .features import FeatureStore, FeatureView
 from .models import build_model, input_frames
 
 # The task's declarations: final metrics of :func:`evaluate`, its rows (one per tag; ``roc_auc``/``pr_auc`` null
@@ -26,7 +29,7 @@ from .models import build_model, input_frames
 METRIC_TYPES = {"roc_auc": float, "pr_auc": float, "tags_evaluated": int, "feature_frames": int,
                 "feature_bytes_per_clip": int}
 ROW_TYPES = {"tag": str, "roc_auc": float, "pr_auc": float, "n_positive": int, "n_test": int}
-REPORTS = ("epoch", "progress", "loss", "val_roc_auc")
+REPORTS = ("epoch", "progress", "loss", "val_roc_auc", "lr")
 
 
 def trained_config(cfg, data):
@@ -35,7 +38,8 @@ def trained_config(cfg, data):
     return dataclasses.replace(cfg, n_tags=len(data.tags))
 
 
-def _features(cfg, data, ctx) -> dict[str, np.ndarray]:
+def _features(cfg, data, ctx) -> dict[str, FeatureView]:
+    """One lazy view per split: mini-batches read their clips from the store, nothing else is held in memory."""
     store = FeatureStore(Path(cfg.feature_dir).expanduser())
     out = {}
     for split, clips in data.splits.items():
@@ -64,8 +68,9 @@ def _random_patch(x: torch.Tensor, frames: int, gen: torch.Generator) -> torch.T
 
 
 @torch.no_grad()
-def predict(cfg, model, feats: np.ndarray, device, batch: int = 16) -> np.ndarray:
-    """Tag probabilities (n_clips, n_tags); MUSICNN averages them over each clip's 3 s patches."""
+def predict(cfg, model, feats: FeatureView | np.ndarray, device, batch: int = 16) -> np.ndarray:
+    """Tag probabilities (n_clips, n_tags), read and scored ``batch`` clips at a time; MUSICNN averages them over
+    each clip's 3 s patches."""
     model.eval()
     frames = input_frames(cfg)
     out = []
@@ -98,7 +103,8 @@ def train(cfg, data, ctx):
     net = build_model(trained_config(cfg, data))  # fewer tags than n_tags may exist
     model = ctx.prepare_model(net)
     net = getattr(model, "module", model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = cfg.schedule()  # epochs, batch size, patience and learning rate of the protocol
+    opt = torch.optim.Adam(model.parameters(), lr=sched.lr)
     state = {"epoch": 0, "best_auc": -1.0, "best": None, "bad_epochs": 0}
     if (ckpt := ctx.load_checkpoint()) is not None:
         net.load_state_dict(ckpt["model"])
@@ -107,16 +113,18 @@ def train(cfg, data, ctx):
     x_train, y_train = feats["train"], torch.as_tensor(data.labels["train"])
     gen = torch.Generator().manual_seed(ctx.seed)
     frames = input_frames(cfg)
-    per_epoch = max(1, math.ceil(len(x_train) / cfg.batch_size))
-    for epoch in range(state["epoch"], cfg.epochs):
+    per_epoch = max(1, math.ceil(len(x_train) / sched.batch_size))
+    for epoch in range(state["epoch"], sched.epochs):
+        for group in opt.param_groups:  # from the pass index: a resumed trial continues the decay
+            group["lr"] = sched.lr_at(epoch)
         gen.manual_seed(ctx.seed * 10_007 + epoch)
         order = torch.randperm(len(x_train), generator=gen)
         total = 0.0
         for b in range(per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size][ctx.rank::ctx.world_size]
+            idx = order[b * sched.batch_size:(b + 1) * sched.batch_size][ctx.rank::ctx.world_size]
             if len(idx) == 0:
                 idx = order[:1]
-            x = torch.as_tensor(np.stack([np.asarray(x_train[i]) for i in idx.tolist()]), dtype=torch.float32)
+            x = torch.from_numpy(np.asarray(x_train[idx.numpy()], dtype=np.float32))  # this batch's clips only
             if cfg.model == "musicnn":
                 x = torch.stack([_random_patch(c, frames, gen) for c in x])
             logits = model(x.unsqueeze(1).to(ctx.device))
@@ -130,11 +138,12 @@ def train(cfg, data, ctx):
         improved = val_auc > state["best_auc"]
         state.update(epoch=epoch + 1, bad_epochs=0 if improved else state["bad_epochs"] + 1)
         if improved:
-            state.update(best_auc=val_auc, best={k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
-        ctx.report({"epoch": epoch + 1, "progress": (epoch + 1) / cfg.epochs, "loss": total / per_epoch,
-                    "val_roc_auc": val_auc},
+            state.update(best_auc=val_auc, best={k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                         if sched.keep_best else None)
+        ctx.report({"epoch": epoch + 1, "progress": (epoch + 1) / sched.epochs, "loss": total / per_epoch,
+                    "val_roc_auc": val_auc, "lr": opt.param_groups[0]["lr"]},
                    checkpoint={"model": net.state_dict(), "opt": opt.state_dict(), "state": state})
-        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+        if sched.patience and state["bad_epochs"] >= sched.patience:
             ctx.log(f"early stop at epoch {epoch + 1}: best validation ROC-AUC {state['best_auc']:.4f}")
             break
     if state["best"] is not None:

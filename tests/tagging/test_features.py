@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import threading
 import time
 
@@ -54,6 +55,8 @@ def test_power_mel_equals_librosa_melspectrogram(sample_rate):
                                              n_mels=m, power=2.0)
         assert s.dtype == np.float32 and s.shape == ref.shape == (m, 1 + len(y) // 256)
         np.testing.assert_allclose(s, ref, rtol=1e-4, atol=1e-6 * ref.max())
+    power = np.abs(librosa.stft(y, n_fft=512, hop_length=256, window="hann", center=True)) ** 2
+    np.testing.assert_allclose(F.power_spectrum(y), power, rtol=1e-5, atol=1e-7 * power.max())
 
 
 @pytest.mark.parametrize("hop_factor", [2, 3, 4, 5, 10])
@@ -117,7 +120,7 @@ def test_table_ii_has_88_configurations():
 
 def test_store_computes_once_and_derives_every_configuration(short_clips, tmp_path):
     messages = []
-    store = F.FeatureStore(tmp_path, log=messages.append)
+    store = F.FeatureStore(tmp_path, log=messages.append, workers=3)  # threads write rows in any order
     a = store.get("toy", short_clips, 12000, 96, 1, "dB")
     assert FakeClip.calls == len(short_clips)  # one load per clip for all 7 mel counts
     b = store.get("toy", short_clips, 12000, 48, 3, "log")
@@ -138,10 +141,50 @@ def test_store_persists_across_instances(short_clips, tmp_path):
     FakeClip.calls = 0
     again = F.FeatureStore(tmp_path).get("toy", short_clips, 16000, 128, 2, "dB")
     assert FakeClip.calls == 0
-    np.testing.assert_array_equal(first, again)
-    assert type(again) is np.ndarray  # a plain array, not a view of the memory-mapped file
+    assert isinstance(again, F.FeatureView)  # reads on request: nothing of the split is held in memory
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(pickle.loads(pickle.dumps(again))))
     with pytest.raises(ValueError, match="dataset_key"):  # another clip set under the same key
         F.FeatureStore(tmp_path).get("toy", short_clips[:3], 16000, 128, 2, "dB")
+
+
+def test_feature_view_reads_the_rows_asked_for(short_clips, tmp_path, monkeypatch):
+    store = F.FeatureStore(tmp_path)
+    store.get("toy", short_clips, 12000, 48, 1, "log")
+    power = np.load(tmp_path / "toy" / "12000" / "mel48.npy")
+    for hop, log, read_bytes in ((1, "log", 1 << 30), (3, "dB", 1 << 30), (3, "dB", 1)):  # 1: one clip per read
+        monkeypatch.setattr(F.FeatureView, "READ_BYTES", read_bytes)
+        view, full = store.get("toy", short_clips, 12000, 48, hop, log), F.derive(power, hop, log)
+        assert len(view) == 4 and view.shape == full.shape == (4, 48, F.n_frames(12000, hop))
+        np.testing.assert_array_equal(view[2], full[2])
+        np.testing.assert_array_equal(view[-1], full[3])
+        for key in (slice(1, 3), slice(None, None, -1), [3, 0, 3, 1], np.array([-1, 0]), np.array([], int),
+                    np.array([True, False, False, True])):
+            got = view[key]
+            assert got.dtype == np.float32 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, full[key])
+        np.testing.assert_array_equal(np.asarray(view), full)
+    for bad in (4, -5, [0, 4], 1.0, np.array([[0]])):
+        with pytest.raises(IndexError):
+            view[bad]
+    for version in ((1, 0), (2, 0)):  # files written by open_memmap, as stores built before the views were
+        old = np.lib.format.open_memmap(tmp_path / f"old{version[0]}.npy", mode="w+", dtype=np.float32,
+                                        shape=power.shape, version=version)
+        old[:] = power
+        old.flush()
+        np.testing.assert_array_equal(F.FeatureView(old.filename, 3, "dB")[[2, 1]], full[[2, 1]])
+
+
+def test_failed_build_leaves_no_files(short_clips, tmp_path):
+    class Broken(FakeClip):
+        def load(self, sample_rate):
+            raise RuntimeError("cannot decode")
+
+    clips = [*short_clips[:2], Broken("bad", 9), short_clips[3]]
+    with pytest.raises(RuntimeError, match="cannot decode"):
+        F.FeatureStore(tmp_path).get("toy", clips, 12000, 48, 1, "log")
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["12000.lock"]
+    view = F.FeatureStore(tmp_path).get("toy", short_clips, 12000, 48, 1, "log")  # the next try builds
+    assert len(view) == 4
 
 
 def test_concurrent_builders_compute_once(short_clips, tmp_path):
@@ -150,7 +193,7 @@ def test_concurrent_builders_compute_once(short_clips, tmp_path):
 
     def build(slot, store):
         barrier.wait()
-        results[slot] = store.get("toy", clips, 12000, 48, 1, "log")
+        results[slot] = np.asarray(store.get("toy", clips, 12000, 48, 1, "log"))
 
     threads = [threading.Thread(target=build, args=(i, F.FeatureStore(tmp_path))) for i in range(2)]
     for t in threads:

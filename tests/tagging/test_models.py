@@ -123,8 +123,12 @@ def test_musicnn_forward_backward_real_tensor():
 
 
 def test_musicnn_filter_heights_follow_the_mel_bands():
-    heights = sorted({b[0].kernel_size[0] for b in MusiCNN(96, 187).timbral})
+    model = MusiCNN(96, 187)
+    heights = sorted({b[0].kernel_size[0] for b in model.timbral})
     assert heights == [38, 86]  # Section IV: 38 x w and 86 x w at 96 bands
+    # the paper's frequency x time shapes (Section IV), not the authors' script read literally (7 bands x 86 frames)
+    assert sorted(b[0].kernel_size for b in model.timbral) == [(38, 1), (38, 3), (38, 7), (86, 1), (86, 3), (86, 7)]
+    assert sorted(b[1].kernel_size[0] for b in model.temporal) == [32, 64, 128, 165]  # 1 x 32 ... 1 x 165
     assert sorted({b[0].kernel_size[0] for b in MusiCNN(8, 187).timbral}) == [3, 7]
 
 

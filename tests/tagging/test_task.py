@@ -1,8 +1,11 @@
-"""The tagging task through the platform: describe, the Table II specs, smoke sweeps in-process."""
+"""The tagging task through the platform: describe, the Table II specs, smoke sweeps in-process and on an embedded
+Ray (with the cost of the model trained), the authors' training protocol."""
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from sweeplab import cli, results
@@ -16,6 +19,28 @@ def _tables(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, evaluations) of a finished sweep, trials in trial-id order."""
     trials, evaluations = results.read(sweep_dir)
     return trials.sort_values("trial_id", ignore_index=True), evaluations
+
+
+def _trained_cost(row, n_tags: int) -> tuple[int, float]:
+    """Parameters (counted here) and GMACs of the model of a trials-table row built for ``n_tags`` outputs."""
+    from sweeplab.config import build
+    from sweeplab.cost import model_cost
+    from sweeplab.task import get_task
+    from sweeplab.tasks.tagging.config import TaggingConfig
+    from sweeplab.tasks.tagging.models import build_model
+    cfg = build(TaggingConfig, {k: getattr(row, k) for k in ("model", "sample_rate", "n_mels", "hop_factor")}
+                | {"n_tags": n_tags})
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_model(cfg).parameters())
+    return params, model_cost(get_task("tagging"), cfg).gmacs
+
+
+def _assert_cost_of_the_trained_model(trials: pd.DataFrame, n_tags: int) -> None:
+    """``params``/``gmacs`` of every trial are those of the model trained (one output per tag of the data: 12 on
+    the embedded set), not of the 50-tag reference model that ``describe`` shows."""
+    for row in trials.itertuples():
+        (params, gmacs), (params_50, gmacs_50) = _trained_cost(row, n_tags), _trained_cost(row, 50)
+        assert row.params == params < params_50 and math.isclose(row.gmacs, gmacs) and gmacs < gmacs_50
 
 
 def _describe(capsys, *sets):
@@ -61,10 +86,92 @@ def test_local_smoke_sweeps_share_features_and_plot(tmp_path, sweeplab_cli):
     assert len(evals) == 3 * evals.tag.nunique()  # one row per trial x tag
     musicnn = _tables(tmp_path / "tagging-musicnn-smoke")[0]
     assert musicnn.model.tolist() == ["musicnn"] and musicnn.status.tolist() == ["completed"]
+    assert evals.tag.nunique() == 12  # the embedded set's tags
+    _assert_cost_of_the_trained_model(pd.concat([vgg, musicnn]), n_tags=12)
     # one power-mel base per (sample rate, mel count), shared by both sweeps whatever the hop and log
     assert len(list(store.rglob("*.npy"))) > 0
     sweeplab_cli(["plot", str(tmp_path / "tagging-mel-grid-smoke"), "--out", str(tmp_path / "fig1.png")], tmp_path)
     assert (tmp_path / "fig1.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def tiny_features(tmp_path_factory):
+    """One feature store for the tiny trials of this module (their features are computed once)."""
+    return tmp_path_factory.mktemp("features")
+
+
+def _tiny(feature_dir, **values):
+    """A tiny tagging config (8 mel bands, hop x10, 2 clips a split of 20 embedded ones), its data and a quiet
+    local context."""
+    from sweeplab.config import build
+    from sweeplab.context import LocalContext
+    from sweeplab.tasks.tagging.config import TaggingConfig
+    from sweeplab.tasks.tagging.data import load_data
+    cfg = build(TaggingConfig, {"n_mels": 8, "hop_factor": 10, "n_clips": 20, "n_clips_limit": 2,
+                                "feature_dir": str(feature_dir), **values})
+    return cfg, load_data(cfg), LocalContext(trial_dir=None, device=torch.device("cpu"), verbose=False)
+
+
+def test_authors_protocol_vgg_runs_every_epoch_and_keeps_the_last_weights(tiny_features, monkeypatch):
+    """protocol=authors: VGG-CNN trains the authors' batch for all their epochs whatever ``patience`` says (here 3
+    epochs instead of 13, for time) and returns the weights of the last one; the fields it replaces are null."""
+    from sweeplab.config import scalar_columns
+    from sweeplab.tasks.tagging import config as tag_config
+    from sweeplab.tasks.tagging import train as tag_train
+    cfg, data, ctx = _tiny(tiny_features, protocol="authors", patience=1, epochs=50, batch_size=2)
+    assert cfg.schedule() == tag_config.Schedule(epochs=13, batch_size=64, patience=0, lr=cfg.lr, keep_best=False)
+    assert {k: scalar_columns(cfg)[k] for k in ("epochs", "patience", "batch_size")} == dict.fromkeys(
+        ("epochs", "patience", "batch_size"))
+    monkeypatch.setitem(tag_config.AUTHORS, "vgg", {**tag_config.AUTHORS["vgg"], "epochs": 3})
+    weights = []  # the model of each epoch's checkpoint
+
+    def report(metrics, checkpoint=None):
+        ctx.reports.append(metrics)
+        weights.append({k: v.clone() for k, v in checkpoint["model"].items()})
+    ctx.report = report
+    net, _ = tag_train.train(cfg, data, ctx)
+    val = [r["val_roc_auc"] for r in ctx.reports]
+    assert max(val[1:]) <= val[0]  # no epoch after the first improved: patience=1 would have stopped at 2
+    assert [r["epoch"] for r in ctx.reports] == [1, 2, 3] and ctx.reports[-1]["progress"] == 1.0
+    assert {r["lr"] for r in ctx.reports} == {cfg.lr}  # no decay for VGG-CNN
+    final = net.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in weights[-1].items())  # the last epoch's weights...
+    assert not all(torch.equal(final[k], v) for k, v in weights[0].items())  # ...not the best (the first) epoch's
+
+
+def test_authors_protocol_musicnn_decays_the_learning_rate_and_resumes_it(tiny_features):
+    """MUSICNN under protocol=authors: lr x 0.1 every 100 of 720 passes; a trial resumed from its checkpoint at
+    pass 719 trains that last pass at 1e-3 x 0.1^7 (the loop sets the rate from the pass index)."""
+    from sweeplab.tasks.tagging import train as tag_train
+    from sweeplab.tasks.tagging.models import build_model
+    cfg, data, ctx = _tiny(tiny_features, model="musicnn", protocol="authors", lr=1e-3)
+    sched = cfg.schedule()
+    assert sched.epochs == 720 and not sched.keep_best
+    expected = {0: 1e-3, 99: 1e-3, 100: 1e-4, 199: 1e-4, 250: 1e-5, 719: 1e-10}
+    assert all(math.isclose(sched.lr_at(p), lr, rel_tol=1e-9) for p, lr in expected.items())
+    net = build_model(tag_train.trained_config(cfg, data))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)  # a checkpoint's optimiser keeps the initial rate
+    ctx.load_checkpoint = lambda: {"model": net.state_dict(), "opt": opt.state_dict(),
+                                   "state": {"epoch": 719, "best_auc": -1.0, "best": None, "bad_epochs": 0}}
+    tag_train.train(cfg, data, ctx)
+    (report,) = ctx.reports
+    assert report["epoch"] == 720 and report["progress"] == 1.0
+    assert math.isclose(report["lr"], 1e-10, rel_tol=1e-9)
+
+
+@pytest.mark.ray
+def test_ray_smoke_sweep(tmp_path, sweeplab_cli):
+    """A tagging smoke spec on the embedded Ray, not --local: one tiny VGG-CNN trial (8 mel bands, hop x10, one
+    epoch on 20 clips) completes with finite metrics, one evaluation row per tag and the cost of the 12-tag model
+    trained."""
+    sweeplab_cli(["run", SWEEPS / "tagging-mel-grid-smoke.yaml", "--set", f"storage={tmp_path}",
+                  f"feature_dir={tmp_path / 'features'}", "n_clips=20", "epochs=1", "search.include=[]",
+                  "search.space.n_mels=[8]", "search.space.hop_factor=[10]"], tmp_path)
+    trials, evals = _tables(tmp_path / "tagging-mel-grid-smoke")
+    assert trials.status.tolist() == ["completed"] and trials.n_mels.tolist() == [8]
+    assert trials[["roc_auc", "pr_auc", "gmacs", "train_seconds"]].map(math.isfinite).all().all()
+    assert len(evals) == 12 and set(evals.trial_id) == set(trials.trial_id)
+    _assert_cost_of_the_trained_model(trials, n_tags=12)
 
 
 def test_mtat_layout_sweep_with_real_mp3s(tmp_path, sweeplab_cli):
