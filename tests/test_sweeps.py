@@ -95,16 +95,20 @@ def test_local_smoke_sweep(tmp_path, sweeplab_cli):
 
 @pytest.mark.ray
 def test_ray_smoke_sweep_two_trials(tmp_path, sweeplab_cli):
-    """Two trials of the gamma-set smoke spec on a real embedded Ray (Tune + Train V2); tables read back."""
+    """Two trials of the gamma-set smoke spec on a real embedded Ray (Tune + Train V2), each trained data-parallel
+    by two Ray Train workers (resources.workers = 2: DDP over gloo); tables read back; Tune's progress table names
+    the grid's field."""
     spec = SWEEPS[0].parent / "compression-gamma-set-smoke.yaml"
-    proc = sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "search.include=[]", "iterations=6",
-                 "n_train_crops=8"], tmp_path)
+    proc = sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "search.include=[]", "iterations=4",
+                         "n_train_crops=8", "resources.workers=2"], tmp_path)
     sweep = tmp_path / "compression-gamma-set-smoke"
     trials = pd.read_parquet(sweep / "results/trials")
     evals = pd.read_parquet(sweep / "results/evaluations")
     assert sorted(trials.gamma) == [10000.0, 40000.0] and set(trials.status) == {"completed"}
     assert trials.trial_id.is_unique and len(evals) == 2 * 2  # 2 trials x 1 beta x 2 test images
-    assert (trials.num_workers == 1).all() and trials.psnr.notna().all() and "tables:" in proc.stdout
+    assert (trials.num_workers == 2).all() and trials.psnr.notna().all() and "tables:" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if "Trial name" in line).split()
+    assert "gamma" in header and "_point" not in header
     # the Train runs checkpointed under the sweep, named after their Tune trials
     assert sorted(p.name for p in (sweep / "train").iterdir()) == sorted(trials.trial_id)
     out = sweeplab_cli(["results", str(sweep), "--csv", "--sql", "SELECT count(*) AS n FROM evaluations"], tmp_path)
@@ -124,14 +128,14 @@ def test_describe_json(capsys):
     assert "gamma: -1.0 is below the minimum 0.0" in capsys.readouterr().err
 
 
-@pytest.mark.ray
-def test_ray_multi_objective_optuna(tmp_path, sweeplab_cli):
-    """Multi-objective Optuna (PSNR vs GMACs) through Tune on a real Ray: trials differ in m, GMACs follow m."""
+def test_multi_objective_optuna(tmp_path, sweeplab_cli):
+    """Multi-objective Optuna (PSNR vs GMACs), in-process (tests/tagging runs a multi-objective search through
+    Tune on the embedded Ray): trials differ in m, GMACs follow m."""
     spec = SWEEPS[0].parent / "compression-pareto-smoke.yaml"
-    sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "search.num_samples=2", "iterations=2",
-          "n_train_crops=8", "n_test_images=1", "search.space.m=[16, 32]"], tmp_path)
+    sweeplab_cli(["run", str(spec), "--local", "--set", f"storage={tmp_path}", "search.num_samples=3",
+                  "iterations=2", "n_train_crops=8", "n_test_images=1", "search.space.m=[16, 32]"], tmp_path)
     trials = pd.read_parquet(tmp_path / "compression-pareto-smoke/results/trials")
-    assert len(trials) == 2 and set(trials.status) == {"completed"}
+    assert len(trials) == 3 and set(trials.status) == {"completed"}
     assert trials.gamma.between(10000.0, 100000.0).all() and set(trials.m) <= {16, 32}
     by_m = trials.groupby("m").gmacs.first()
     assert by_m.is_monotonic_increasing and (trials.gmacs > 0).all()
@@ -143,17 +147,6 @@ def test_missing_data_folder_is_a_spec_error(tmp_path, capsys):
     assert cli.main(["run", str(spec), "--local", "--set", f"train_dir={missing}", f"storage={tmp_path}"]) == 2
     assert f"train_dir: folder not found: {missing}" in capsys.readouterr().err
     assert not (tmp_path / "compression-gamma-set-smoke").exists()
-
-
-@pytest.mark.ray
-def test_ray_data_parallel_trial(tmp_path, sweeplab_cli):
-    """resources.workers = 2: one trial trained data-parallel by two Ray Train workers (DDP over gloo)."""
-    spec = SWEEPS[0].parent / "compression-gamma-set-smoke.yaml"
-    sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "resources.workers=2", "search.include=[]",
-          "search.space.gamma=[10000]", "iterations=4", "n_train_crops=8", "n_test_images=1"], tmp_path)
-    trials = pd.read_parquet(tmp_path / "compression-gamma-set-smoke/results/trials")
-    assert len(trials) == 1 and trials.status.iloc[0] == "completed" and trials.num_workers.iloc[0] == 2
-    assert trials.psnr.notna().all()
 
 
 def test_tasks_lists_the_papers(capsys):
