@@ -228,13 +228,24 @@ class FeatureView:
         cuts = np.flatnonzero((np.diff(rows) != 1) | (np.diff(pos) != 1)) + 1
         reads = [(a, min(a + per_read, stop)) for first, stop in zip((0, *cuts), (*cuts, len(rows)))
                  for a in range(first, stop, per_read)]
-        raw = None if self.hop_factor == 1 else _empty((min(per_read, len(rows)), *self.stored_shape[1:]))
-        with open(self.path, "rb", buffering=0) as fh:
-            for a, b in reads:
-                target = out[pos[a]:pos[a] + b - a]
-                buf = target if raw is None else raw[:b - a]  # hop x1: read into the output, derive in place
-                _pread(fh.fileno(), buf, self.offset + int(rows[a]) * row_bytes, self.path)
-                derive(buf, self.hop_factor, self.log, out=target)
+
+        def read(part: list[tuple[int, int]]) -> None:
+            raw = None if self.hop_factor == 1 else _empty((min(per_read, len(rows)), *self.stored_shape[1:]))
+            with open(self.path, "rb", buffering=0) as fh:
+                for a, b in part:
+                    target = out[pos[a]:pos[a] + b - a]
+                    buf = target if raw is None else raw[:b - a]  # hop x1: read into the output, derive in place
+                    _pread(fh.fileno(), buf, self.offset + int(rows[a]) * row_bytes, self.path)
+                    derive(buf, self.hop_factor, self.log, out=target)
+
+        # eight reads or more go in two threads (preadv and numpy's log release the GIL), each with its buffer
+        threads = 2 if len(reads) >= 8 and (os.cpu_count() or 1) > 1 else 1
+        if threads == 1:
+            read(reads)
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="feature-read") as pool:
+                for future in [pool.submit(read, reads[k::threads]) for k in range(threads)]:
+                    future.result()
         return out
 
 
