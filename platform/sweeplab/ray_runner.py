@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from . import artifacts, results
-from .search import planned_trials, seeded_grid, tune_search, tune_trial_params
+from .search import planned_trials, tune_grid, tune_search, tune_trial_params
 from .spec import Spec
 from .storage import Location, location
 from .trial import FINAL_KEY, final_report, finite_number, full_config, run_trial
@@ -112,7 +112,7 @@ def _make_driver(spec: Spec, code_version: str):
     task, sweep, sweep_dir = spec.task, spec.name, str(spec.sweep_dir)
     from_trials = dict(spec.from_trials)
     workers, cpus, gpus = spec.workers, spec.cpus, spec.gpus
-    grid = seeded_grid(spec) if spec.algorithm == "grid" else None
+    grid = tune_grid(spec)
 
     def _driver(params: dict[str, Any]) -> None:
         import ray.train
@@ -226,7 +226,7 @@ def _results_callback(spec: Spec):
             self._ended(trial, "failed", _read(trial.error_file) if trial.error_file else "trial failed")
 
     return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task, spec.metrics[0], dict(spec.from_trials),
-                           seeded_grid(spec) if spec.algorithm == "grid" else None)
+                           tune_grid(spec))
 
 
 def _read(path: str) -> str:

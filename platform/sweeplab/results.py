@@ -345,10 +345,9 @@ def query(target, sql: str | None = None, note: Callable[[str], None] | None = N
                 renamed.update({f"{name}.{a}": b for a, b in zip(dataset.schema.names, sql_names) if a != b})
         body = " UNION ALL BY NAME ".join(selects) or "SELECT NULL::VARCHAR AS trial_id WHERE false"
         con.execute(f"CREATE VIEW {name} AS {body}")
-    for column, sql_name in sorted(renamed.items()):
-        if note is not None:
-            note(f"note: column {column} is {sql_name} in SQL (SQL names are case-insensitive and another column "
-                 "differs from it only in case)")
+    for column, sql_name in sorted(renamed.items()) if note is not None else ():
+        note(f"note: column {column} is {sql_name} in SQL (SQL names are case-insensitive and another column "
+             "differs from it only in case)")
     return con.execute(sql or "SELECT * FROM trials").df()
 
 

@@ -169,14 +169,16 @@ def shown_fields(spec: Spec) -> list[str]:
     return names
 
 
-def _tune_domain(values_or_dist):
+def tune_grid(spec: Spec) -> list[dict[str, Any]] | None:
+    """The grid a Tune trial's ``POINT_KEY`` indexes (:func:`seeded_grid`); None for a sampler."""
+    return seeded_grid(spec) if spec.algorithm == "grid" else None
+
+
+def _tune_domain(dist: Distribution):
     from ray import tune
-    if not isinstance(values_or_dist, Distribution):
-        return tune.choice(list(values_or_dist))
-    if values_or_dist.kind == "choice":
-        return tune.choice(list(values_or_dist.args))
-    return {"uniform": tune.uniform, "loguniform": tune.loguniform,
-            "randint": tune.randint}[values_or_dist.kind](*values_or_dist.args)
+    if dist.kind == "choice":
+        return tune.choice(list(dist.args))
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[dist.kind](*dist.args)
 
 
 def _grid_searcher(size: int):
@@ -239,9 +241,9 @@ def tune_search(spec: Spec, max_concurrent: int):
     grid's trials in order, or Optuna over :class:`ConditionalSpace`) limited to ``max_concurrent`` trials at once."""
     shown = shown_fields(spec)
     if spec.algorithm == "grid":
-        grid = seeded_grid(spec)
-        columns = {k: list({repr(v): v for v in (p.get(k) for p in grid)}.values()) for k in shown}
-        return ({k: _tune_domain(v) for k, v in columns.items()},
+        grid = tune_grid(spec)
+        values = {k: tuple({repr(v): v for v in (p.get(k) for p in grid)}.values()) for k in shown}
+        return ({k: _tune_domain(Distribution("choice", v)) for k, v in values.items()},
                 _named_limiter(_grid_searcher(len(grid)), max_concurrent, shown, grid))
     from ray.tune.search.optuna import OptunaSearch
     multi = spec.multi_objective
