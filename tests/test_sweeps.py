@@ -35,13 +35,40 @@ def mindboggle_fixture(tmp_path_factory):
     return write_mindboggle_fixture(tmp_path_factory.mktemp("mindboggle"), subjects_per_group=1)
 
 
+@pytest.fixture(scope="module")
+def restoration_source(tmp_path_factory):
+    """A two-step stage-1 trial of restoration-stage1-smoke, for the mapping specs (``from_trials.vaes``)."""
+    where = tmp_path_factory.mktemp("vaes")
+    run_cli(["run", SWEEPS[0].parent / "restoration-stage1-smoke.yaml", "--local", "--set", f"storage={where}",
+             "crop=32", "epochs=1", "decay_epochs=0", "epoch_images=2", "batch_vae1=2", "batch_vae2=2",
+             "n_test=1"], where)
+    return where / "restoration-stage1-smoke"
+
+
+@pytest.fixture(scope="module")
+def restoration_files(tmp_path_factory):
+    """Folders of the restoration paper specs' layouts (VOC, old photos with masks, DIV2K) and a VGG19 file."""
+    from sweeplab.tasks.restoration.data import write_div2k_fixture, write_old_fixture, write_voc_fixture
+    root = tmp_path_factory.mktemp("restoration")
+    old, masks = write_old_fixture(root / "old", size=256)
+    (root / "vgg19.pth").write_bytes(b"read when training starts")
+    return [f"clean_dir={write_voc_fixture(root / 'VOC2012', size=256)}", f"old_dir={old}", f"mask_dir={masks}",
+            f"test_dir={write_div2k_fixture(root / 'DIV2K', n=2, size=256)}", "n_test=2",
+            f"vgg_weights={root / 'vgg19.pth'}"]
+
+
+SOURCES = {"compression": "compression_source", "restoration": "restoration_source"}  # task -> source fixture
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_every_spec_validates(path, request):
     doc = yaml.safe_load(path.read_text())
-    sources = [f"from_trials.{name}.sweep={request.getfixturevalue('compression_source')}"
+    sources = [f"from_trials.{name}.sweep={request.getfixturevalue(SOURCES[doc['task']])}"
                for name in (doc.get("from_trials") or {})]
     if (doc.get("config") or {}).get("dataset") == "mindboggle":
         sources.append(f"data_dir={request.getfixturevalue('mindboggle_fixture')}")
+    if doc["task"] == "restoration" and doc["config"].get("dataset") == "files":
+        sources += request.getfixturevalue("restoration_files")
     spec = load(path, sources)
     assert spec.name == path.stem and spec.task.name in path.stem
 

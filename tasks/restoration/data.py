@@ -1,0 +1,434 @@
+"""Data of the restoration task (Wan et al., CVPR 2020, Section 3 and its experiments): the clean photos Y, the
+old photos R, scratch masks, the held-out synthetic test, and the seeded batches of each training stage.
+
+Layouts (``dataset``):
+
+* ``files``: ``clean_dir`` holds Y, a Pascal VOC root (its ``JPEGImages/``, the authors' training photos) or a
+  folder of images; ``old_dir`` the real old photos R ("" = none); ``mask_dir`` optional scratch masks (white =
+  scratch) named as photos of ``old_dir`` (same stem, same size): they label those photos for the detector and
+  are the bank of masks pasted on synthetic samples ("" = the procedural :func:`~.degrade.scratch_mask`);
+  ``test_dir`` clean photos of the held-out synthetic test, e.g. DIV2K_valid_HR (the paper's evaluation) -- its
+  first ``n_test`` in name order; "" holds out the last ``n_test`` images of ``clean_dir`` in name order. Images
+  are read when used (a VOC JPEGImages folder decodes to about 10 GB); their headers are read at load time.
+* ``embedded`` (the default; no download): photographs shipped inside scikit-image. The colour ones
+  (:data:`EMBEDDED_PHOTOS`) give Y from their left parts and the test from their right bands (``held_out_split``:
+  disjoint pixels; there are too few colour photos for disjoint sets of photos, and training Y on the grey or
+  texture images would leave the VAE of clean photos unable to give colour back); the grey ones
+  (:data:`EMBEDDED_OLD`) are made into the aged prints R by :func:`~.degrade.aged_print` seeded by ``data_seed``
+  (NOT real old photos, and their scratch masks are known).
+
+Images with a side under ``crop`` are skipped with a warning naming them (as the authors' loader); unreadable
+images, masks without a matching image or of another size, and missing or empty folders raise ``ValueError``
+naming them. Test image k is a ``crop`` x ``crop`` centre crop (embedded: the centred grid of crops of the few
+test bands, taken photo by photo in turn, as there are fewer photos than ``n_test``), degraded by
+:func:`~.degrade.degrade` and, on every other image (k odd), scratched; all from ``data_seed``, so every trial sees
+the same test.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .degrade import aged_print, degrade, greyscale, paste_scratches, scratch_mask
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# scikit-image's bundled photographs (none downloads: lily, skin, eagle... do and are not used), disjoint roles
+# colour photographs: their left parts are Y, their right bands the held-out test (``held_out_split``)
+EMBEDDED_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle")
+EMBEDDED_OLD = ("camera", "coins", "clock", "moon")
+REAL_SHARE = 0.5  # share of detection samples from real old photos with masks, when there are any (ours)
+_TEST_STREAM, _OLD_STREAM = 1, 2  # keys of the data_seed streams
+
+
+@dataclass
+class TestImage:
+    """One held-out test image: ``clean`` and ``degraded`` uint8 (crop, crop, 3), ``mask`` float32 (crop, crop)
+    of the scratches pasted on ``degraded`` (zeros when none were)."""
+    __test__ = False  # not a pytest class
+    name: str
+    clean: np.ndarray
+    degraded: np.ndarray
+    mask: np.ndarray
+
+
+class Files(Sequence):
+    """Images (or masks) read from their files on access, ``read(path)``; a None path reads as None."""
+
+    def __init__(self, paths: Sequence[Path | None], read: Callable[[Path], np.ndarray]):
+        self.paths, self.read = list(paths), read
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return Files(self.paths[k], self.read)
+        return None if self.paths[k] is None else self.read(self.paths[k])
+
+
+@dataclass
+class RestorationData:
+    """Y training photos (``clean``), R photos (``old``) with their masks or None each (``old_masks``), the bank of
+    scratch masks pasted on synthetic samples (``mask_bank``; empty: procedural), the test and a description."""
+    clean: Sequence[np.ndarray]
+    old: Sequence[np.ndarray]
+    old_masks: Sequence[np.ndarray | None]
+    mask_bank: Sequence[np.ndarray]
+    test: list[TestImage]
+    source: str
+
+    @functools.cached_property
+    def masked_old(self) -> list[int]:
+        """Indices of the old photos that have a mask (no file is read)."""
+        masks = self.old_masks
+        return [k for k, m in enumerate(masks.paths if isinstance(masks, Files) else masks) if m is not None]
+
+
+# ---------------------------------------------------------------------------------------------- reading files
+
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, in name order."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """(height, width) from the header; a ValueError names an unreadable file."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except Exception as exc:  # PIL raises several types for foreign or truncated files
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 (H, W, 3) (grey or RGBA made RGB); a ValueError names an unreadable file."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """float32 (H, W) in {0, 1}: white (> 127) is scratch."""
+    try:
+        with Image.open(path) as im:
+            return (np.asarray(im.convert("L")) > 127).astype(np.float32)
+    except Exception as exc:
+        raise ValueError(f"cannot read mask {path}: {exc}") from exc
+
+
+def _large_enough(what: str, size: tuple[int, int], crop: int) -> bool:
+    if min(size) < crop:
+        warnings.warn(f"skipped {what}: {size[0]} x {size[1]} is smaller than the {crop} x {crop} crop",
+                      stacklevel=3)
+        return False
+    return True
+
+
+def _kept(paths: list[Path], crop: int) -> list[Path]:
+    """The paths whose image has both sides >= crop (headers read now; the others warned about)."""
+    return [p for p in paths if _large_enough(str(p), _size(p), crop)]
+
+
+def clean_folder(clean_dir: str | Path) -> Path:
+    """The folder of Y's images: ``JPEGImages/`` of a Pascal VOC root, else ``clean_dir`` itself."""
+    root = Path(clean_dir).expanduser()
+    return root / "JPEGImages" if (root / "JPEGImages").is_dir() else root
+
+
+def layout_problems(cfg) -> list[str]:
+    """Cheap checks of the ``files`` folders (listings only), for the config's check at spec load."""
+    if cfg.dataset != "files":
+        return []
+    if not cfg.clean_dir:
+        return ["clean_dir: needed with dataset files (a Pascal VOC root or a folder of images)"]
+    problems = []
+    folders = [("clean_dir", clean_folder(cfg.clean_dir)), ("old_dir", cfg.old_dir), ("mask_dir", cfg.mask_dir),
+               ("test_dir", cfg.test_dir)]
+    for name, folder in folders:
+        if not folder:
+            continue
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            problems.append(f"{name}: folder {str(folder)!r} does not exist")
+        elif not images_in(folder):
+            where = " (nor a JPEGImages/ folder with them)" if name == "clean_dir" else ""
+            problems.append(f"{name}: folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}){where}")
+    if cfg.mask_dir and not cfg.old_dir:
+        problems.append("mask_dir: its masks label the photos of old_dir, which is not set")
+    return problems
+
+
+def _old_photos(cfg, crop: int) -> tuple[list[Path], list[Path | None]]:
+    """R's image paths and their mask paths (or None) from ``old_dir`` and ``mask_dir``."""
+    if not cfg.old_dir:
+        return [], []
+    every = images_in(Path(cfg.old_dir).expanduser())
+    photos = _kept(every, crop)
+    by_stem, masks = {p.stem: p for p in every}, {}
+    for path in images_in(Path(cfg.mask_dir).expanduser()) if cfg.mask_dir else []:
+        image = by_stem.get(path.stem)
+        if image is None:
+            raise ValueError(f"mask {path} has no matching image (same name) in old_dir {cfg.old_dir}")
+        if _size(path) != _size(image):
+            raise ValueError(f"mask {path} is {_size(path)} but its image {image} is {_size(image)} (height, width)")
+        masks[path.stem] = path
+    return photos, [masks.get(p.stem) for p in photos]
+
+
+def load_files(cfg) -> RestorationData:
+    problems = layout_problems(cfg)
+    if problems:
+        raise ValueError("; ".join(problems))
+    crop, n_test = int(cfg.crop), int(cfg.n_test)
+    clean = _kept(images_in(clean_folder(cfg.clean_dir)), crop)
+    if cfg.test_dir:
+        test_paths = _kept(images_in(Path(cfg.test_dir).expanduser()), crop)
+        if len(test_paths) < n_test:
+            raise ValueError(f"test_dir {cfg.test_dir} holds {len(test_paths)} usable images, n_test is {n_test}")
+        test_paths = test_paths[:n_test]
+    else:
+        if len(clean) <= n_test:
+            raise ValueError(f"clean_dir {cfg.clean_dir} holds {len(clean)} usable images: too few to hold out "
+                             f"n_test = {n_test} and train on the rest (or set test_dir)")
+        clean, test_paths = clean[:-n_test], clean[-n_test:]
+    old, old_masks = _old_photos(cfg, crop)
+    bank = Files([m for m in old_masks if m is not None], read_mask)
+    test = make_test([(p.stem, read_image(p)) for p in test_paths], crop, int(cfg.data_seed), bank, per_photo=1)
+    source = (f"files: Y {len(clean)} from {clean_folder(cfg.clean_dir)}, R {len(old)}"
+              f"{f' from {cfg.old_dir}' if cfg.old_dir else ''}, masks {len(bank) or 'procedural'}, test {len(test)} "
+              f"from {cfg.test_dir or 'the last of Y'}")
+    return RestorationData(Files(clean, read_image), Files(old, read_image), Files(old_masks, read_mask), bank,
+                           test, source)
+
+
+# ---------------------------------------------------------------------------------------------- the test set
+
+def _grid_crops(img: np.ndarray, crop: int, per_photo: int | None) -> list[np.ndarray]:
+    """The centred grid of non-overlapping crop x crop crops, row by row (per_photo=1: the centre crop)."""
+    h, w = img.shape[:2]
+    ny, nx = (1, 1) if per_photo == 1 else (h // crop, w // crop)
+    y0, x0 = (h - ny * crop) // 2, (w - nx * crop) // 2
+    crops = [img[y0 + i * crop:y0 + (i + 1) * crop, x0 + j * crop:x0 + (j + 1) * crop]
+             for i in range(ny) for j in range(nx)]
+    return crops[:per_photo] if per_photo else crops
+
+
+def make_test(photos: list[tuple[str, np.ndarray]], crop: int, seed: int, bank: Sequence[np.ndarray] = (),
+              n: int | None = None, per_photo: int | None = 1) -> list[TestImage]:
+    """Test images from (name, photo) pairs (module docstring): crops taken photo by photo in turn, the first
+    ``n`` (None: all); image k degraded with a generator of (seed, k), scratches pasted when k is odd (a mask of
+    ``bank`` when there is one, else a procedural one)."""
+    per = [[(f"{name}" if len(c) == 1 else f"{name}-{i}", x) for i, x in enumerate(c)]
+           for name, c in ((name, _grid_crops(img, crop, per_photo)) for name, img in photos)]
+    order = [row[r] for r in range(max(map(len, per), default=0)) for row in per if r < len(row)][:n]
+    out = []
+    for k, (name, clean) in enumerate(order):
+        rng = np.random.default_rng([seed, _TEST_STREAM, k])
+        degraded = degrade(np.ascontiguousarray(clean), rng)
+        mask = np.zeros((crop, crop), np.float32)
+        if k % 2:
+            mask = _bank_mask(bank, crop, rng) if len(bank) else scratch_mask((crop, crop), rng)
+            degraded = paste_scratches(degraded, mask)
+        out.append(TestImage(name, np.ascontiguousarray(clean), degraded, mask))
+    return out
+
+
+def _bank_mask(bank: Sequence[np.ndarray], crop: int, rng: np.random.Generator, tries: int = 10) -> np.ndarray:
+    """A random crop (and flip) of a random mask of the bank (its masks are at least crop on a side) with some
+    scratch in it: up to ``tries`` draws, then a procedural mask (a sample meant to be scratched always is)."""
+    for _ in range(tries):
+        mask = _random_crop(bank[int(rng.integers(len(bank)))], crop, rng)
+        if mask.any():
+            return mask
+    return scratch_mask((crop, crop), rng)
+
+
+def _random_crop(img: np.ndarray, crop: int, rng: np.random.Generator, *more: np.ndarray):
+    """A random crop x crop window and a horizontal flip (p = 0.5) of ``img`` and, at the same place, ``more``."""
+    h, w = img.shape[:2]
+    y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+    step = -1 if rng.random() < 0.5 else 1
+    out = [np.ascontiguousarray(a[y:y + crop, x:x + crop][:, ::step]) for a in (img, *more)]
+    return out[0] if not more else tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------- the embedded data
+
+@functools.lru_cache(maxsize=None)
+def embedded_photo(name: str) -> np.ndarray:
+    """A photograph bundled with scikit-image as uint8 (H, W, 3) (grey ones replicated), read-only."""
+    from skimage import data as skdata
+    img = skdata.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skdata, name)()
+    img = np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img[..., :3]
+    img = np.ascontiguousarray(img, dtype=np.uint8)
+    img.setflags(write=False)
+    return img
+
+
+def held_out_split(img: np.ndarray, crop: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """An embedded photo -> (its training part, its held-out test band): the right max(crop, width / 4) columns
+    are the test's, the rest trains (None when the rest is narrower than ``crop``: the photo is test-only)."""
+    w = img.shape[1]
+    cut = w - max(crop, w // 4)
+    return (img[:, :cut] if cut >= crop else None), img[:, cut:]
+
+
+def load_embedded(crop: int, n_test: int, seed: int) -> RestorationData:
+    def usable(names):
+        return [(n, embedded_photo(n)) for n in names
+                if _large_enough(f"embedded photo {n}", embedded_photo(n).shape[:2], crop)]
+
+    photos = [(name, held_out_split(img, crop)) for name, img in usable(EMBEDDED_PHOTOS)]
+    clean = [train for _, (train, _) in photos if train is not None]
+    test = make_test([(name, band) for name, (_, band) in photos], crop, seed, n=n_test, per_photo=None)
+    if len(test) < n_test:
+        raise ValueError(f"the embedded test bands give {len(test)} crops of {crop}, n_test is {n_test}")
+    old, masks = [], []
+    for k, (_, photo) in enumerate(usable(EMBEDDED_OLD)):
+        aged, mask = aged_print(photo, np.random.default_rng([seed, _OLD_STREAM, k]))
+        old.append(aged)
+        masks.append(mask)
+    source = (f"embedded: Y {len(clean)} scikit-image photos (left parts), test {len(test)} crops of their "
+              f"held-out right bands, R {len(old)} aged prints of others (synthetic, not real old photos)")
+    return RestorationData(clean, old, masks, [], test, source)
+
+
+def load_data(cfg) -> RestorationData:
+    if cfg.dataset == "files":
+        return load_files(cfg)
+    return load_embedded(int(cfg.crop), int(cfg.n_test), int(cfg.data_seed))
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+def to_tensor(img: np.ndarray):
+    """uint8 (H, W, C) -> float32 tensor (C, H, W) in [-1, 1]."""
+    import torch
+    img = np.require(img, requirements=("C_CONTIGUOUS", "WRITEABLE"))  # a copy only of read-only arrays
+    return torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def to_image(tensor) -> np.ndarray:
+    """A (3, H, W) or (1, H, W) tensor in [-1, 1] -> uint8 (H, W, 3) (one channel replicated)."""
+    import torch
+    x = ((tensor.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy()
+    x = x.transpose(1, 2, 0)
+    return np.ascontiguousarray(np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x)
+
+
+class Sampler:
+    """Seeded batches of random crop x crop crops with horizontal flips (an image larger than crop: a random
+    position; equal: the whole image), as float32 NCHW tensors in [-1, 1]. Every per-sample draw comes from one
+    ``numpy.random.Generator`` seeded by ``seed`` (an int or a list of ints)."""
+
+    def __init__(self, data: RestorationData, crop: int, seed):
+        self.data, self.crop, self.rng = data, int(crop), np.random.default_rng(seed)
+
+    def _pick(self, images: Sequence[np.ndarray], what: str) -> np.ndarray:
+        if not len(images):
+            raise ValueError(f"no {what} to sample from")
+        return _random_crop(images[int(self.rng.integers(len(images)))], self.crop, self.rng)
+
+    def _mask(self) -> np.ndarray:
+        bank = self.data.mask_bank
+        return _bank_mask(bank, self.crop, self.rng) if len(bank) else scratch_mask((self.crop,) * 2, self.rng)
+
+    @staticmethod
+    def _stack(images: list[np.ndarray]):
+        import torch
+        return torch.stack([to_tensor(img) for img in images])
+
+    def clean(self, n: int):
+        """y (n, 3, c, c): crops of Y."""
+        return self._stack([self._pick(self.data.clean, "clean photos") for _ in range(n)])
+
+    def old(self, n: int):
+        """r (n, 3, c, c): crops of R."""
+        return self._stack([self._pick(self.data.old, "old photos (old_dir)") for _ in range(n)])
+
+    def synthetic(self, n: int):
+        """x (n, 3, c, c): degrade() of crops of Y, no scratches (stage 1's X)."""
+        return self._stack([degrade(self._pick(self.data.clean, "clean photos"), self.rng) for _ in range(n)])
+
+    def pairs(self, n: int, scratch_p: float):
+        """(x, y, mask): x = degrade(y) with scratches pasted with probability ``scratch_p`` per sample; mask
+        (n, 1, c, c) in {0, 1}, zeros where none were pasted (the mapping stage, Section 3.2)."""
+        import torch
+        xs, ys, masks = [], [], []
+        for _ in range(n):
+            y = self._pick(self.data.clean, "clean photos")
+            x = degrade(y, self.rng)
+            mask = self._mask() if self.rng.random() < scratch_p else np.zeros((self.crop,) * 2, np.float32)
+            xs.append(paste_scratches(x, mask))
+            ys.append(y)
+            masks.append(mask)
+        return self._stack(xs), self._stack(ys), torch.from_numpy(np.stack(masks))[:, None]
+
+    def detection(self, n: int):
+        """(grey (n, 1, c, c) in [-1, 1], mask (n, 1, c, c)): scratched greyscale crops for the detector (Section
+        3.3): degraded crops of Y with scratches pasted and, with probability :data:`REAL_SHARE` when some old
+        photos have masks, crops of those photos with their masks (the paper's mixture)."""
+        import torch
+        greys, masks = [], []
+        real = self.data.masked_old
+        for _ in range(n):
+            if real and self.rng.random() < REAL_SHARE:
+                k = real[int(self.rng.integers(len(real)))]
+                img, mask = _random_crop(self.data.old[k], self.crop, self.rng, self.data.old_masks[k])
+            else:
+                mask = self._mask()
+                img = paste_scratches(degrade(self._pick(self.data.clean, "clean photos"), self.rng), mask)
+            greys.append(greyscale(img)[..., :1])
+            masks.append(mask.astype(np.float32))
+        return self._stack(greys), torch.from_numpy(np.stack(masks))[:, None]
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A small smooth colour image with some texture, for fixtures."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([np.sin(6 * xx + c) * np.cos(4 * yy - c) for c in rng.uniform(0, 3, 3)], -1)
+    return np.clip(127.5 + 90 * base + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def write_voc_fixture(root: str | Path, n: int = 4, size: int = 48, seed: int = 0) -> Path:
+    """A Pascal VOC root: ``<root>/JPEGImages/2008_00000k.jpg``."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "JPEGImages"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        Image.fromarray(_photo(rng, size, size + 8)).save(folder / f"2008_{k:06d}.jpg", quality=95)
+    return Path(root)
+
+
+def write_div2k_fixture(root: str | Path, n: int = 3, size: int = 40, seed: int = 1) -> Path:
+    """A DIV2K-like folder of clean PNGs: ``<root>/08kk.png``."""
+    rng = np.random.default_rng(seed)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        Image.fromarray(_photo(rng, size + 4, size)).save(Path(root) / f"{801 + k:04d}.png")
+    return Path(root)
+
+
+def write_old_fixture(root: str | Path, n: int = 3, masked: int = 2, size: int = 40,
+                      seed: int = 2) -> tuple[Path, Path]:
+    """Old photos ``<root>/old/old_k.jpg`` and masks of the first ``masked`` ``<root>/masks/old_k.png``."""
+    rng = np.random.default_rng(seed)
+    old, masks = Path(root) / "old", Path(root) / "masks"
+    old.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        Image.fromarray(_photo(rng, size, size)).save(old / f"old_{k}.jpg")
+        if k < masked:
+            mask = scratch_mask((size, size), rng)
+            Image.fromarray((mask * 255).astype(np.uint8)).save(masks / f"old_{k}.png")
+    return old, masks

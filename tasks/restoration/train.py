@@ -1,0 +1,307 @@
+"""The three training stages of Wan et al. (CVPR 2020, Section 3; schedules and batches from the authors' code).
+
+Every network is trained with its own Adam optimiser (lr 2e-4, betas (0.5, 0.999); ``optimizer=ttur`` gives the
+authors' quality mapping model T 1e-4 / D 4e-4, betas (0, 0.9)), at the full rate for ``epochs`` and then
+linearly decayed to zero over ``decay_epochs`` (the decay is applied per step). One epoch is ``epoch_images``
+images (0: the training set) at the network's batch size. Each GAN step updates the generator side first, then its
+discriminators on the detached outputs (the pix2pixHD order the authors' code follows).
+
+* stage ``vaes``: VAE1, then VAE2, one after the other in the same trial (the authors train them separately, with
+  batches 100 and 120). VAE1's batch is half real old photos R and half synthetic X (``Sampler.old`` /
+  ``Sampler.synthetic``; the authors truncate to min(#R, #X)); it minimises eq. 1 for r and x and fools the latent
+  discriminator D_R,X of eq. 2-3, which is trained to output 1 on Z_R and 0 on Z_X. VAE2 minimises eq. 1 on Y.
+* stage ``mapping``: the VAEs of the stage-1 trial named by ``from_trials.vaes`` are loaded and frozen (never
+  trained again, so a sweep over the mapping's weights reuses them); T maps E_R,X(x) towards E_Y(y) (both latent
+  means), the restored image G_Y(T(z_x)) is judged by a discriminator conditioned on x (6 input channels).
+* stage ``detector``: the U-Net on scratched, degraded greyscale crops with the class-balanced cross-entropy.
+
+A trial checkpoints every network it trains and their optimisers every ``checkpoint_every`` steps and when each
+network finishes; a retried trial resumes from the last checkpoint, and the batches of a step depend only on the
+seed, the network and the step, so the resumed run sees the batches the first one would have seen.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import losses, networks
+from .data import Sampler
+
+# what the stages report as they go (each reports the terms of its own loss)
+REPORTS = ("step", "progress", "loss", "loss_d", "kl", "l1", "gan", "feat_match", "vgg", "latent_fool",
+           "loss_latent_d", "latent_l1")
+VAES, MAPPING, DETECTOR = "vaes", "mapping", "detector"  # artifact names (also the sources' names)
+
+
+def adam(params, cfg, lr: float | None = None, betas: tuple[float, float] | None = None) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=cfg.lr if lr is None else lr, betas=betas or (cfg.beta1, cfg.beta2))
+
+
+def lr_factor(cfg, step: int, steps_per_epoch: int) -> float:
+    """1 for ``epochs``, then linear to 0 over ``decay_epochs`` (as a fraction of an epoch per step)."""
+    epoch = step / steps_per_epoch
+    if epoch < cfg.epochs or cfg.decay_epochs == 0:
+        return 1.0
+    return max(0.0, 1.0 - (epoch - cfg.epochs) / cfg.decay_epochs)
+
+
+def steps_per_epoch(cfg, n_images: int, batch: int) -> int:
+    return max(1, math.ceil((cfg.epoch_images or n_images) / batch))
+
+
+@dataclasses.dataclass
+class Phase:
+    """One network's training: its modules (trained ones in ``nets``), optimisers, step function and length."""
+    name: str
+    nets: dict[str, torch.nn.Module]
+    opts: dict[str, torch.optim.Optimizer]
+    step: Callable[[int], dict[str, float]]
+    per_epoch: int
+    base_lr: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def steps(self, cfg) -> int:
+        return self.per_epoch * (cfg.epochs + cfg.decay_epochs)
+
+
+def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    return getattr(net, "module", net)
+
+
+def _state(phases: list[Phase]) -> dict:
+    return {p.name: {"nets": {k: _unwrap(n).state_dict() for k, n in p.nets.items()},
+                     "opts": {k: o.state_dict() for k, o in p.opts.items()}} for p in phases}
+
+
+def run_phases(cfg, phases: list[Phase], ctx) -> None:
+    """Train the phases in order with reports, checkpoints and resumption (module docstring)."""
+    ckpt = ctx.load_checkpoint()
+    done = {}
+    if ckpt is not None:
+        for p in phases:
+            saved = ckpt["state"][p.name]
+            for k, net in p.nets.items():
+                _unwrap(net).load_state_dict(saved["nets"][k])
+            for k, opt in p.opts.items():
+                opt.load_state_dict(saved["opts"][k])
+        done = ckpt["done"]
+    total = sum(p.steps(cfg) for p in phases)
+    before = 0
+    for p in phases:
+        n = p.steps(cfg)
+        for net in p.nets.values():
+            net.train()
+        start = done.get(p.name, 0)
+        if start < n:
+            ctx.log(f"training {p.name}: steps {start}..{n} ({p.per_epoch} per epoch)")
+        for step in range(start, n):
+            factor = lr_factor(cfg, step, p.per_epoch)
+            for k, opt in p.opts.items():
+                for group in opt.param_groups:
+                    group["lr"] = p.base_lr[k] * factor
+            values = p.step(step)
+            last = step + 1 == n
+            if (step + 1) % cfg.report_every == 0 or last:
+                checkpoint = None
+                if (step + 1) % cfg.checkpoint_every == 0 or last:
+                    checkpoint = {"state": _state(phases), "done": {**done, p.name: step + 1}}
+                ctx.report({"step": step + 1, "progress": (before + step + 1) / total, **values}, checkpoint)
+        done[p.name] = n
+        before += n
+
+
+def _phase(name, nets, opts, step, per_epoch) -> Phase:
+    return Phase(name, nets, opts, step, per_epoch, {k: o.param_groups[0]["lr"] for k, o in opts.items()})
+
+
+def _rank_batch(batch: int, ctx) -> int:
+    return max(1, batch // ctx.world_size)
+
+
+def _sampler(cfg, data, ctx, phase: int, step: int) -> Sampler:
+    return Sampler(data, cfg.crop, seed=[ctx.seed, ctx.rank, phase, step])
+
+
+def _vgg(cfg, device):
+    if cfg.vgg <= 0:
+        return None
+    return losses.VGGLoss(networks.load_vgg19(cfg.vgg_weights).to(device).eval())
+
+
+def _generator_terms(cfg, disc, fake, real, vgg) -> tuple[torch.Tensor, dict[str, float]]:
+    """LSGAN + feature matching (+ VGG) of a generator's output ``fake`` against its target ``real``; ``disc`` takes
+    the image (or the conditioned pair); the VGG term compares the last three channels (the image)."""
+    pred_fake = disc(fake)
+    with torch.no_grad():
+        pred_real = disc(real)
+    gan = losses.lsgan(pred_fake, True)
+    fm = losses.feature_matching(pred_fake, pred_real)
+    total = cfg.gan * gan + cfg.feat_match * fm
+    parts = {"gan": gan.item(), "feat_match": fm.item()}
+    if vgg is not None:
+        v = vgg(fake[:, -3:], real[:, -3:])
+        total = total + cfg.vgg * v
+        parts["vgg"] = v.item()
+    return total, parts
+
+
+def _discriminator_step(disc, opt, real, fake) -> float:
+    opt.zero_grad(set_to_none=True)
+    loss = 0.5 * (losses.lsgan(disc(real), True) + losses.lsgan(disc(fake.detach()), False))
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def vae_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]:
+    """Stage 1: VAE1 with D_R,X and an image D, then VAE2 with its image D (module docstring)."""
+    vgg = _vgg(cfg, ctx.device)
+    vae1, vae2 = networks.VAE(cfg.ngf), networks.VAE(cfg.ngf)
+    g1, d1 = ctx.prepare_model(vae1), ctx.prepare_model(networks.MultiscaleDiscriminator(3))
+    dl = ctx.prepare_model(networks.latent_discriminator(cfg.ngf))
+    g2, d2 = ctx.prepare_model(vae2), ctx.prepare_model(networks.MultiscaleDiscriminator(3))
+    opt = {"g1": adam(g1.parameters(), cfg), "d1": adam(d1.parameters(), cfg), "dl": adam(dl.parameters(), cfg),
+           "g2": adam(g2.parameters(), cfg), "d2": adam(d2.parameters(), cfg)}
+    half = max(1, _rank_batch(cfg.batch_vae1, ctx) // 2)
+
+    def reconstruct(vae, images):
+        mean = _unwrap(vae).encode(images)
+        return mean, _unwrap(vae).decode(_unwrap(vae).sample(mean))
+
+    def vae_loss(vae, disc, images):
+        mean, rec = reconstruct(vae, images)
+        adv, parts = _generator_terms(cfg, disc, rec, images, vgg)
+        kl, l1 = losses.kl_reduced(mean), F.l1_loss(rec, images)
+        return mean, rec, cfg.kl * kl + cfg.pixel_l1 * l1 + adv, {"kl": kl.item(), "l1": l1.item(), **parts}
+
+    def step_vae1(step: int) -> dict[str, float]:
+        s = _sampler(cfg, data, ctx, 1, step)
+        r, x = s.old(half).to(ctx.device), s.synthetic(half).to(ctx.device)
+        images = torch.cat([r, x])
+        mean, rec, loss, parts = vae_loss(g1, d1, images)
+        z_r, z_x = mean[:half], mean[half:]
+        # the encoder fools D_R,X: Z_X judged as Z_R and Z_R as Z_X (eq. 3's labels swapped)
+        fool = 0.5 * (losses.lsgan(dl(z_x), True) + losses.lsgan(dl(z_r), False))
+        loss = loss + cfg.latent_gan * fool
+        opt["g1"].zero_grad(set_to_none=True)
+        loss.backward()
+        opt["g1"].step()
+        d = _discriminator_step(d1, opt["d1"], images, rec)
+        d_lat = _discriminator_step(dl, opt["dl"], z_r.detach(), z_x)  # D_R,X: 1 on Z_R, 0 on Z_X (eq. 2)
+        return {"loss": loss.item(), "loss_d": d, "loss_latent_d": d_lat, "latent_fool": fool.item(), **parts}
+
+    def step_vae2(step: int) -> dict[str, float]:
+        y = _sampler(cfg, data, ctx, 2, step).clean(_rank_batch(cfg.batch_vae2, ctx)).to(ctx.device)
+        _, rec, loss, parts = vae_loss(g2, d2, y)
+        opt["g2"].zero_grad(set_to_none=True)
+        loss.backward()
+        opt["g2"].step()
+        return {"loss": loss.item(), "loss_d": _discriminator_step(d2, opt["d2"], y, rec), **parts}
+
+    n_r = min(len(data.old), len(data.clean))
+    phases = [_phase("vae1", {"vae1": g1, "d1": d1, "dl": dl}, {k: opt[k] for k in ("g1", "d1", "dl")}, step_vae1,
+                     steps_per_epoch(cfg, n_r, 2 * half)),
+              _phase("vae2", {"vae2": g2, "d2": d2}, {k: opt[k] for k in ("g2", "d2")}, step_vae2,
+                     steps_per_epoch(cfg, len(data.clean), cfg.batch_vae2))]
+    return phases, {"vae1": vae1, "vae2": vae2}
+
+
+def load_vaes(cfg, source, device) -> tuple[networks.VAE, networks.VAE]:
+    """The frozen VAE1 and VAE2 of a stage-1 trial's ``vaes`` artifact."""
+    saved = source.load(VAES)
+    vaes = []
+    for key in ("vae1", "vae2"):
+        vae = networks.VAE(saved["ngf"])
+        vae.load_state_dict(saved[key])
+        vae.to(device).eval().requires_grad_(False)
+        vaes.append(vae)
+    return vaes[0], vaes[1]
+
+
+def load_detector(source, device) -> networks.ScratchUNet:
+    saved = source.load(DETECTOR)
+    net = networks.ScratchUNet(base=saved["width"])
+    net.load_state_dict(saved["detector"])
+    return net.to(device).eval().requires_grad_(False)
+
+
+def build_mapping(cfg) -> networks.Mapping:
+    return networks.Mapping(cfg.ngf, width=cfg.mapping_width, nonlocal_block=cfg.nonlocal_block)
+
+
+def mapping_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]:
+    """Stage 2: T with both VAEs frozen, against a discriminator conditioned on the degraded input."""
+    vae1, vae2 = load_vaes(cfg, ctx.sources[VAES], ctx.device)
+    vgg = _vgg(cfg, ctx.device)
+    mapping = build_mapping(cfg)
+    t = ctx.prepare_model(mapping)
+    d = ctx.prepare_model(networks.MultiscaleDiscriminator(6, spectral_norm=cfg.spectral_norm))
+    if cfg.optimizer == "ttur":
+        opt = {"t": adam(t.parameters(), cfg, 1e-4, (0.0, 0.9)), "d": adam(d.parameters(), cfg, 4e-4, (0.0, 0.9))}
+    else:
+        opt = {"t": adam(t.parameters(), cfg), "d": adam(d.parameters(), cfg)}
+    n = _rank_batch(cfg.batch_size, ctx)
+
+    def step(i: int) -> dict[str, float]:
+        x, y, mask = (v.to(ctx.device) for v in _sampler(cfg, data, ctx, 3, i).pairs(n, cfg.scratch_p))
+        with torch.no_grad():
+            z_x, z_y = vae1.encode(x), vae2.encode(y)
+        z = t(z_x, mask) if cfg.nonlocal_block else t(z_x)
+        out = vae2.decode(z)
+        l1 = F.l1_loss(z, z_y)
+        adv, parts = _generator_terms(cfg, d, torch.cat([x, out], 1), torch.cat([x, y], 1), vgg)
+        loss = cfg.latent_l1 * l1 + adv
+        opt["t"].zero_grad(set_to_none=True)
+        loss.backward()
+        opt["t"].step()
+        loss_d = _discriminator_step(d, opt["d"], torch.cat([x, y], 1), torch.cat([x, out], 1))
+        return {"loss": loss.item(), "loss_d": loss_d, "latent_l1": l1.item(), **parts}
+
+    phase = _phase("mapping", {"mapping": t, "d": d}, opt, step, steps_per_epoch(cfg, len(data.clean), n))
+    return [phase], {"vae1": vae1, "vae2": vae2, "mapping": mapping}
+
+
+def detector_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]:
+    """Section 3.3: the U-Net on scratched degraded greyscale crops, class-balanced cross-entropy (eq. 7)."""
+    unet = networks.ScratchUNet(base=cfg.detector_width)
+    u = ctx.prepare_model(unet)
+    opt = {"u": adam(u.parameters(), cfg)}
+    n = _rank_batch(cfg.batch_size, ctx)
+
+    def step(i: int) -> dict[str, float]:
+        grey, mask = (v.to(ctx.device) for v in _sampler(cfg, data, ctx, 4, i).detection(n))
+        loss = losses.class_balanced_bce(u(grey), mask)
+        opt["u"].zero_grad(set_to_none=True)
+        loss.backward()
+        opt["u"].step()
+        return {"loss": loss.item()}
+
+    n_images = len(data.clean) + len(data.masked_old)
+    return [_phase("detector", {"detector": u}, opt, step, steps_per_epoch(cfg, n_images, n))], {"detector": unet}
+
+
+PHASES = {"vaes": vae_phases, "mapping": mapping_phases, "detector": detector_phases}
+
+
+def train(cfg, data, ctx) -> dict[str, torch.nn.Module]:
+    """Train the stage's networks (module docstring); returns the networks the evaluation uses, and saves the
+    trained ones as the trial's artifact (``vaes``, ``mapping`` or ``detector``) for later stages."""
+    torch.manual_seed(ctx.seed * 1009 + ctx.rank)  # initialisation and the VAEs' sampling noise
+    phases, nets = PHASES[cfg.stage](cfg, data, ctx)
+    run_phases(cfg, phases, ctx)
+    for net in nets.values():
+        net.eval()
+    if cfg.stage == "vaes":
+        ctx.save_artifact(VAES, {"ngf": cfg.ngf, "vae1": nets["vae1"].state_dict(),
+                                 "vae2": nets["vae2"].state_dict()})
+    elif cfg.stage == "mapping":
+        ctx.save_artifact(MAPPING, {"ngf": cfg.ngf, "width": cfg.mapping_width,
+                                    "nonlocal_block": cfg.nonlocal_block, "mapping": nets["mapping"].state_dict()})
+        if (source := ctx.sources.get(DETECTOR)) is not None:
+            nets["detector"] = load_detector(source, ctx.device)
+    else:
+        ctx.save_artifact(DETECTOR, {"width": cfg.detector_width, "detector": nets["detector"].state_dict()})
+    return nets
