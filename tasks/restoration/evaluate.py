@@ -93,9 +93,8 @@ def evaluate(cfg, nets, data, ctx) -> Evaluation:
     for k, image in enumerate(data.test):
         scratched = bool(image.mask.any())
         if cfg.stage == "vaes":
-            for name, source, target in (("vae1", image.degraded, image.degraded), ("vae2", image.clean, image.clean)):
-                vae = nets[name]
-                out = to_image(vae.decode(vae.encode(_batch(source, device)))[0])
+            for name, target in (("vae1", image.degraded), ("vae2", image.clean)):  # each VAE reconstructs its input
+                out = to_image(nets[name](_batch(target, device))[0])
                 rows.append(_row(image, name, scratched, **quality(out, target)))
         elif cfg.stage == "mapping":
             if DETECTOR in nets:
@@ -105,7 +104,7 @@ def evaluate(cfg, nets, data, ctx) -> Evaluation:
             x = _batch(image.degraded, device)
             m = torch.as_tensor(mask, dtype=torch.float32, device=device)[None, None]
             z_x = nets["vae1"].encode(x)
-            z = nets["mapping"](z_x, m) if cfg.nonlocal_block else nets["mapping"](z_x)
+            z = nets["mapping"](z_x, m)  # without the nonlocal block the mask is ignored
             restored = to_image(nets["vae2"].decode(z)[0])
             unmapped = to_image(nets["vae2"].decode(z_x)[0])
             baseline = classical(image.degraded, mask)

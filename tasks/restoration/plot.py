@@ -65,21 +65,16 @@ def plot_restoration(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path, 
     examples = saved["examples"] if saved else []
     columns = max((len(_panels(e)) for e in examples), default=0)
     rows = 1 + len(examples)
-    fig = Figure(figsize=(max(10.0, 2.2 * columns), 4.0 + 2.2 * len(examples)), dpi=100)
+    fig = Figure(figsize=(max(10.0, 2.2 * columns), 4.5 + 2.2 * len(examples)), dpi=100)
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(rows, max(columns, 2), height_ratios=[2.0] + [1.0] * len(examples))
-    halves = [c for c in means.columns if c in QUALITY], [c for c in means.columns if c in DETECTION]
-    for k, cols in enumerate(c for c in halves if c):
-        span = max(columns, 2) // 2
-        ax = fig.add_subplot(grid[0, k * span:(k + 1) * span] if len(halves[0]) and len(halves[1])
-                             else grid[0, :])
-        for j, col in enumerate(cols):
-            ax_j = ax if j == 0 else ax.twinx()
-            pos = np.arange(len(means)) + (j - (len(cols) - 1) / 2) * 0.8 / len(cols)
-            ax_j.bar(pos, means[col], width=0.8 / len(cols), color=f"C{j}", label=col)
-            ax_j.set_ylabel(col, color=f"C{j}")
-        ax.set_xticks(np.arange(len(means)), means.index, rotation=20, ha="right", fontsize=8)
-        ax.set_title("mean over the held-out synthetic test images")
+    scores = list(means.columns)  # a panel per score (mean over the test images): PSNR, SSIM or the detector's
+    width = max(columns, len(scores), 1)
+    grid = fig.add_gridspec(rows, width, height_ratios=[2.0] + [1.0] * len(examples))
+    for k, score in enumerate(scores):
+        ax = fig.add_subplot(grid[0, k * width // len(scores):(k + 1) * width // len(scores)])
+        ax.bar(np.arange(len(means)), means[score], color=[f"C{j % 10}" for j in range(len(means))])
+        ax.set_xticks(np.arange(len(means)), means.index, rotation=30, ha="right", fontsize=7)
+        ax.set_title(score, fontsize=9)
     for i, example in enumerate(examples):
         for j, (title, img) in enumerate(_panels(example)):
             ax = fig.add_subplot(grid[1 + i, j])

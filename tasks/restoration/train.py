@@ -131,12 +131,13 @@ def _vgg(cfg, device):
     return losses.VGGLoss(networks.load_vgg19(cfg.vgg_weights).to(device).eval())
 
 
-def _generator_terms(cfg, disc, fake, real, vgg) -> tuple[torch.Tensor, dict[str, float]]:
+def _generator_terms(cfg, disc, fake, real, vgg) -> tuple[torch.Tensor, dict[str, float], list]:
     """LSGAN + feature matching (+ VGG) of a generator's output ``fake`` against its target ``real``; ``disc`` takes
-    the image (or the conditioned pair); the VGG term compares the last three channels (the image)."""
+    the image (or the conditioned pair); the VGG term compares the last three channels (the image). Also returns
+    D's predictions on ``real`` (their graph kept), which the discriminator's step then reuses: D's weights do not
+    change between the two steps, so the real images go through D once."""
     pred_fake = disc(fake)
-    with torch.no_grad():
-        pred_real = disc(real)
+    pred_real = disc(real)  # feature matching detaches these; the discriminator step backpropagates through them
     gan = losses.lsgan(pred_fake, True)
     fm = losses.feature_matching(pred_fake, pred_real)
     total = cfg.gan * gan + cfg.feat_match * fm
@@ -145,12 +146,13 @@ def _generator_terms(cfg, disc, fake, real, vgg) -> tuple[torch.Tensor, dict[str
         v = vgg(fake[:, -3:], real[:, -3:])
         total = total + cfg.vgg * v
         parts["vgg"] = v.item()
-    return total, parts
+    return total, parts, pred_real
 
 
-def _discriminator_step(disc, opt, real, fake) -> float:
+def _discriminator_step(disc, opt, pred_real, fake) -> float:
+    """LSGAN step of ``disc`` on its predictions ``pred_real`` of the real inputs and on the detached ``fake``."""
     opt.zero_grad(set_to_none=True)
-    loss = 0.5 * (losses.lsgan(disc(real), True) + losses.lsgan(disc(fake.detach()), False))
+    loss = 0.5 * (losses.lsgan(pred_real, True) + losses.lsgan(disc(fake.detach()), False))
     loss.backward()
     opt.step()
     return loss.item()
@@ -173,15 +175,16 @@ def vae_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]
 
     def vae_loss(vae, disc, images):
         mean, rec = reconstruct(vae, images)
-        adv, parts = _generator_terms(cfg, disc, rec, images, vgg)
+        adv, parts, pred_real = _generator_terms(cfg, disc, rec, images, vgg)
         kl, l1 = losses.kl_reduced(mean), F.l1_loss(rec, images)
-        return mean, rec, cfg.kl * kl + cfg.pixel_l1 * l1 + adv, {"kl": kl.item(), "l1": l1.item(), **parts}
+        loss = cfg.kl * kl + cfg.pixel_l1 * l1 + adv
+        return mean, rec, loss, pred_real, {"kl": kl.item(), "l1": l1.item(), **parts}
 
     def step_vae1(step: int) -> dict[str, float]:
         s = _sampler(cfg, data, ctx, 1, step)
         r, x = s.old(half).to(ctx.device), s.synthetic(half).to(ctx.device)
         images = torch.cat([r, x])
-        mean, rec, loss, parts = vae_loss(g1, d1, images)
+        mean, rec, loss, pred_real, parts = vae_loss(g1, d1, images)
         z_r, z_x = mean[:half], mean[half:]
         # the encoder fools D_R,X: Z_X judged as Z_R and Z_R as Z_X (eq. 3's labels swapped)
         fool = 0.5 * (losses.lsgan(dl(z_x), True) + losses.lsgan(dl(z_r), False))
@@ -189,17 +192,17 @@ def vae_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]
         opt["g1"].zero_grad(set_to_none=True)
         loss.backward()
         opt["g1"].step()
-        d = _discriminator_step(d1, opt["d1"], images, rec)
-        d_lat = _discriminator_step(dl, opt["dl"], z_r.detach(), z_x)  # D_R,X: 1 on Z_R, 0 on Z_X (eq. 2)
+        d = _discriminator_step(d1, opt["d1"], pred_real, rec)
+        d_lat = _discriminator_step(dl, opt["dl"], dl(z_r.detach()), z_x)  # D_R,X: 1 on Z_R, 0 on Z_X (eq. 2)
         return {"loss": loss.item(), "loss_d": d, "loss_latent_d": d_lat, "latent_fool": fool.item(), **parts}
 
     def step_vae2(step: int) -> dict[str, float]:
         y = _sampler(cfg, data, ctx, 2, step).clean(_rank_batch(cfg.batch_vae2, ctx)).to(ctx.device)
-        _, rec, loss, parts = vae_loss(g2, d2, y)
+        _, rec, loss, pred_real, parts = vae_loss(g2, d2, y)
         opt["g2"].zero_grad(set_to_none=True)
         loss.backward()
         opt["g2"].step()
-        return {"loss": loss.item(), "loss_d": _discriminator_step(d2, opt["d2"], y, rec), **parts}
+        return {"loss": loss.item(), "loss_d": _discriminator_step(d2, opt["d2"], pred_real, rec), **parts}
 
     n_r = min(len(data.old), len(data.clean))
     phases = [_phase("vae1", {"vae1": g1, "d1": d1, "dl": dl}, {k: opt[k] for k in ("g1", "d1", "dl")}, step_vae1,
@@ -249,15 +252,16 @@ def mapping_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Modu
         x, y, mask = (v.to(ctx.device) for v in _sampler(cfg, data, ctx, 3, i).pairs(n, cfg.scratch_p))
         with torch.no_grad():
             z_x, z_y = vae1.encode(x), vae2.encode(y)
-        z = t(z_x, mask) if cfg.nonlocal_block else t(z_x)
+        z = t(z_x, mask)  # the mask reaches the nonlocal block; a mapping without one ignores it
         out = vae2.decode(z)
         l1 = F.l1_loss(z, z_y)
-        adv, parts = _generator_terms(cfg, d, torch.cat([x, out], 1), torch.cat([x, y], 1), vgg)
+        fake = torch.cat([x, out], 1)
+        adv, parts, pred_real = _generator_terms(cfg, d, fake, torch.cat([x, y], 1), vgg)
         loss = cfg.latent_l1 * l1 + adv
         opt["t"].zero_grad(set_to_none=True)
         loss.backward()
         opt["t"].step()
-        loss_d = _discriminator_step(d, opt["d"], torch.cat([x, y], 1), torch.cat([x, out], 1))
+        loss_d = _discriminator_step(d, opt["d"], pred_real, fake)
         return {"loss": loss.item(), "loss_d": loss_d, "latent_l1": l1.item(), **parts}
 
     phase = _phase("mapping", {"mapping": t, "d": d}, opt, step, steps_per_epoch(cfg, len(data.clean), n))
