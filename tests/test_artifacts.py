@@ -4,8 +4,14 @@ import json
 import pytest
 
 from sweeplab import results
+from sweeplab.artifacts import resolve_sources
 from sweeplab.local import run_local
 from sweeplab.spec import SpecError, parse
+
+
+def _resolved(raw: dict):
+    """A spec dict parsed, then its from_trials resolved (the step after parsing that reads storage)."""
+    return resolve_sources(parse(raw))
 from tests.conftest import PLUGIN_ENV
 
 
@@ -28,7 +34,7 @@ def test_a_sweep_evaluates_the_models_an_earlier_sweep_trained(toy_spec):
     trained = trials.set_index("lr").loc[0.05]
     assert (source.sweep_dir / "artifacts" / trained.trial_id / "model.pt").exists()
     # by a condition on the earlier sweep's trials table
-    spec = parse(_eval_spec(toy_spec, source, {"sweep": str(source.sweep_dir), "where": "lr = 0.05"}))
+    spec = _resolved(_eval_spec(toy_spec, source, {"sweep": str(source.sweep_dir), "where": "lr = 0.05"}))
     assert spec.from_trials == {"init": f"{source.sweep_dir}/{trained.trial_id}"}
     run_local(spec, "test")
     evaluated, _ = results.read(spec.sweep_dir)
@@ -37,9 +43,9 @@ def test_a_sweep_evaluates_the_models_an_earlier_sweep_trained(toy_spec):
     assert row.loss == pytest.approx(trained.loss)  # no training step: the loss of the model it loaded
     assert json.loads(row.started_from) == {"init": f"{source.sweep_dir}/{trained.trial_id}"}
     # by location, and with order_by picking the best of several
-    direct = parse(_eval_spec(toy_spec, source, f"{source.sweep_dir}/{trained.trial_id}"))
+    direct = _resolved(_eval_spec(toy_spec, source, f"{source.sweep_dir}/{trained.trial_id}"))
     assert direct.from_trials == spec.from_trials
-    best = parse(_eval_spec(toy_spec, source, {"sweep": str(source.sweep_dir), "order_by": "loss ASC"}))
+    best = _resolved(_eval_spec(toy_spec, source, {"sweep": str(source.sweep_dir), "order_by": "loss ASC"}))
     assert best.from_trials["init"].endswith(trials.sort_values("loss").trial_id.iloc[0])
 
 
@@ -56,17 +62,17 @@ def test_missing_or_incompatible_sources_are_spec_errors(toy_spec, tmp_path):
     }
     for message, ref in cases.items():
         with pytest.raises(SpecError, match=message):
-            parse(_eval_spec(toy_spec, source, ref))
+            _resolved(_eval_spec(toy_spec, source, ref))
     with pytest.raises(SpecError, match=r"trained with width=4, this sweep sets width=8"):
-        parse(_eval_spec(toy_spec, source, f"{source.sweep_dir}/{some}", width=8))
+        _resolved(_eval_spec(toy_spec, source, f"{source.sweep_dir}/{some}", width=8))
     bad = _eval_spec(toy_spec, source, f"{source.sweep_dir}/{some}")
     bad["from_trials"] = {"weights": f"{source.sweep_dir}/{some}"}
     with pytest.raises(SpecError, match="uses no source 'weights'"):
-        parse(bad)
+        _resolved(bad)
     plain = _source_sweep({**toy_spec, "storage": str(tmp_path / "plain")}, keep_model=False)
     other = results.read(plain.sweep_dir)[0].trial_id.iloc[0]
     with pytest.raises(SpecError, match="no artifacts saved"):
-        parse(_eval_spec(toy_spec, plain, f"{plain.sweep_dir}/{other}"))
+        _resolved(_eval_spec(toy_spec, plain, f"{plain.sweep_dir}/{other}"))
 
 
 @pytest.mark.ray

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from sweeplab import cli
-from sweeplab.results import sweep_status
+from sweeplab.store import sweep_status
 from tests.conftest import free_port, run_cli, wait_for
 
 ROOT = Path(__file__).parents[1]

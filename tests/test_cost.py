@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from sweeplab import cost, results
+from sweeplab import cost, results, store
 from sweeplab.context import LocalContext
 from sweeplab.trial import run_trial
 from tests.conftest import TOY, ToyConfig
@@ -42,7 +42,7 @@ def test_the_trial_reports_the_cost_of_the_model_it_trains(tmp_path):
                                components=lambda cfg: {"net": (lambda: TOY.build_model(cfg), (8, 3))})
     ctx = LocalContext(trial_id="t0", trial_dir=tmp_path / "ckpt", verbose=False)
     run_trial(task, {"width": 4, "steps": 1}, ctx, sweep="s", sweep_dir=tmp_path, code_version="test")
-    row = results.completed_trial(tmp_path, "t0")
+    row = store.completed_trial(tmp_path, "t0")
     assert row["params"] == 3 * 8 + 8 + 8 + 1  # Linear(3, 8) + Linear(8, 1): the trained width, 8
     assert row["width"] == 4  # the config column keeps what the spec asked for
     assert json.loads(row["components"])["net"]["params"] == row["params"]  # components: the trained model too

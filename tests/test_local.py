@@ -2,7 +2,7 @@
 import pandas as pd
 import yaml
 
-from sweeplab import cli, results
+from sweeplab import cli, results, store
 from sweeplab.local import run_local
 from sweeplab.spec import parse
 
@@ -69,6 +69,6 @@ def test_final_report_is_rebuilt_from_the_trial_row(toy_spec, tmp_path):
     spec = parse(toy_spec)
     ctx = LocalContext(trial_id="t0", seed=0, trial_dir=tmp_path / "t0")
     final = run_trial(spec.task, {"lr": 0.05}, ctx, sweep=spec.name, sweep_dir=spec.sweep_dir, code_version="test")
-    rebuilt = final_report(spec.task, results.completed_trial(spec.sweep_dir, "t0"))
+    rebuilt = final_report(spec.task, store.completed_trial(spec.sweep_dir, "t0"))
     assert rebuilt == {**final, FINAL_KEY: 1} and {"loss", "lr_times_two", "params", "gmacs"} <= rebuilt.keys()
     assert "lr" not in rebuilt and "steps" not in rebuilt  # config values are not metrics

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweeplab import cli, results
+from sweeplab import cli, results, store
 from sweeplab import schema as S
 from sweeplab.storage import location
 from tests.conftest import TOY
@@ -17,16 +17,16 @@ TUNE_JUNK = {"hostname": "node-1", "pid": 4242, "node_ip": "10.0.0.1", "date": "
 
 def _complete(sweep, trial_id, lr, value):
     """What a trial's rank 0 writes (its row and evaluation rows), then what the driver records."""
-    row = results.trial_row(TOY, sweep="s", trial_id=trial_id, status="completed", values={"lr": lr}, seed=7,
+    row = store.trial_row(TOY, sweep="s", trial_id=trial_id, status="completed", values={"lr": lr}, seed=7,
                             metrics={"loss": value, "lr_times_two": 2 * lr}, run={"params": 21, "gmacs": 1e-7})
     evals = [{"sweep": "s", "task": "toy", "trial_id": trial_id, "size": s, "value": value * s} for s in (1, 2)]
-    results.write_trial_result(sweep, TOY, trial_id, row, evals)
-    return results.record_trial(sweep, TOY, sweep_name="s", trial_id=trial_id, status="completed",
+    store.write_trial_result(sweep, TOY, trial_id, row, evals)
+    return store.record_trial(sweep, TOY, sweep_name="s", trial_id=trial_id, status="completed",
                                 values={"lr": lr}, seed=7, last_metrics=TUNE_JUNK)
 
 
 def _fail(sweep, trial_id, status="failed"):
-    return results.record_trial(sweep, TOY, sweep_name="s", trial_id=trial_id, status=status,
+    return store.record_trial(sweep, TOY, sweep_name="s", trial_id=trial_id, status=status,
                                 values={"lr": 3.0, "sizes": (4, 5), "fail": True, "optimizer": "adam"}, seed=9,
                                 error="boom" if status == "failed" else None,
                                 last_metrics={**TUNE_JUNK, "loss": 9.0, "step": 2})

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeplab import artifacts, cli, results
+from sweeplab import artifacts, cli, results, store
 from sweeplab import task as T
+from sweeplab.spec import parse
 from sweeplab.storage import StorageError, check_bucket, location
 from tests.conftest import TOY, free_port, run_cli, wait_for
 
@@ -150,8 +151,9 @@ def test_local_sweep_status_results_plot_and_resume_on_s3(s3, tmp_path, toy_spec
     assert f"tables: {sweep}/results (3 trials)" in capsys.readouterr().out
     stored = _objects(sweep)
     assert {"sweep.json", "results/trials/compacted-000000.parquet", "results/evaluations/compacted-000000.parquet",
-            "fragments/local_00000/status.json", "fragments/local_00000/trial.parquet",
-            "artifacts/local_00000/model.pt", "artifacts/local_00000/trial.json"} <= set(stored)
+            "fragments/local_00000/status.json", "artifacts/local_00000/model.pt",
+            "artifacts/local_00000/trial.json"} <= set(stored)
+    assert not any(k.endswith("trial.parquet") for k in stored)  # a completed row is written once, as its part
     assert not any(k.startswith("local/") for k in stored) and "driver.lock" not in stored  # lock released
 
     assert cli.main(["status", sweep]) == 0
@@ -162,14 +164,16 @@ def test_local_sweep_status_results_plot_and_resume_on_s3(s3, tmp_path, toy_spec
                      "evaluations e USING (trial_id) WHERE t.status = 'completed' GROUP BY 1 ORDER BY 1"]) == 0
     assert capsys.readouterr().out.split() == ["trial_id,n", "local_00000,2", "local_00001,2"]
     # a part written after compaction (a trial recorded again) replaces the trial's compacted row: once, and new
-    results.record_trial(location(sweep), TOY, sweep_name="toy-sweep", trial_id="local_00002", status="stopped",
-                         values={"fail": True}, seed=1)
+    store.record_trial(location(sweep), TOY, sweep_name="toy-sweep", trial_id="local_00002", status="stopped",
+                       values={"fail": True}, seed=1)
     rows = results.query(sweep, "SELECT trial_id, status FROM trials ORDER BY trial_id").values.tolist()
     assert rows == [["local_00000", "completed"], ["local_00001", "completed"], ["local_00002", "stopped"]]
 
     # a trained model in the bucket, found by SQL over the sweep's table and loaded back (what from_trials does)
-    resolved, problems = artifacts.resolve({"init": {"sweep": sweep, "where": "lr = 0.05"}}, TOY, [{"width": 4}])
-    assert problems == [] and resolved == {"init": f"{sweep}/local_00001"}
+    later = parse({"name": "later", "task": "toy", "metric": "loss", "mode": "min", "storage": str(tmp_path),
+                   "config": {"width": 4}, "from_trials": {"init": {"sweep": sweep, "where": "lr = 0.05"}}})
+    resolved = artifacts.resolve_sources(later).from_trials
+    assert resolved == {"init": f"{sweep}/local_00001"}
     assert artifacts.open_sources(resolved)["init"].load("model")["width"] == 4
 
     assert cli.main(["plot", sweep]) == 0 and f"wrote {sweep}/results/toy.png" in capsys.readouterr().out
@@ -187,6 +191,7 @@ def test_local_sweep_status_results_plot_and_resume_on_s3(s3, tmp_path, toy_spec
 
 def test_submitted_job_carries_the_endpoint_and_region_but_keys_only_when_asked(s3, tmp_path, toy_spec,
                                                                                  monkeypatch):
+    from sweeplab.spec import load
     from sweeplab.submit import SubmitError, build_job
     monkeypatch.setenv("SWEEPLAB_TASK_MODULES", "")
     spec = tmp_path / "toy.yaml"
@@ -194,7 +199,8 @@ def test_submitted_job_carries_the_endpoint_and_region_but_keys_only_when_asked(
 
     def env_vars(*env: str, storage: str = s3) -> dict[str, str]:
         stage = Path(tempfile.mkdtemp(dir=tmp_path))
-        return build_job(spec, [f"storage={storage}"], stage, resume=False, py_modules=[],
+        sets = [f"storage={storage}"]
+        return build_job(load(spec, sets), sets, stage, resume=False, py_modules=[],
                          env=list(env))["runtime_env"]["env_vars"]
     here = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
     assert env_vars() == {"RAY_TRAIN_V2_ENABLED": "1", **here}  # no key unless asked
@@ -285,7 +291,7 @@ def test_submitted_sweep_on_s3_with_private_worker_nodes_killed_and_resumed(priv
 
         def mid_sweep():
             try:
-                st = results.sweep_status(sweep)
+                st = store.sweep_status(sweep)
             except FileNotFoundError:
                 return None
             return st if st["counts"]["completed"] >= 1 and any(

@@ -1,10 +1,10 @@
 import pytest
 import yaml
 
-from sweeplab import cli
-from sweeplab.search import grid_points
-from sweeplab.spec import Distribution, SpecError, load, parse
-from tests.conftest import free_port
+from sweeplab import cli, store
+from sweeplab.plan import Distribution, grid_points
+from sweeplab.spec import SpecError, load, parse
+from tests.conftest import ToyConfig, free_port
 
 
 def test_valid_grid_spec(toy_spec):
@@ -127,7 +127,7 @@ def _conditional(toy_spec, algorithm, num_samples=8):
 def test_suggest_skips_fields_that_do_not_apply(toy_spec):
     import optuna
     from sweeplab.search import suggest
-    from sweeplab.trial import SEED_KEY, trial_seed
+    from sweeplab.plan import SEED_KEY, trial_seed
     spec = _conditional(toy_spec, "random")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
@@ -146,7 +146,7 @@ def test_suggest_skips_fields_that_do_not_apply(toy_spec):
 
 @pytest.mark.parametrize("algorithm", ["tpe", "random"])
 def test_local_search_never_samples_a_field_that_does_not_apply(toy_spec, algorithm):
-    from sweeplab import results
+    from sweeplab import results, store
     from sweeplab.local import run_local
     spec = _conditional(toy_spec, algorithm)
     assert run_local(spec, "test")["completed"] == 8
@@ -154,7 +154,7 @@ def test_local_search_never_samples_a_field_that_does_not_apply(toy_spec, algori
     adam, sgd = trials[trials.optimizer == "adam"], trials[trials.optimizer == "sgd"]
     assert len(adam) and len(sgd) and adam.momentum.isna().all() and sgd.momentum.between(0.1, 0.9).all()
     for trial_id in trials.trial_id:
-        config = results.read_status(spec.sweep_dir, trial_id)["config"]
+        config = store.read_status(spec.sweep_dir, trial_id)["config"]
         assert ("momentum" in config) == (config["optimizer"] == "sgd"), config
 
 
@@ -164,7 +164,8 @@ def _tune_trials(spec, tmp_path, max_concurrent=2):
     from ray.tune.experiment import Experiment
     from ray.tune.experimental.output import _infer_params
     from ray.tune.search import SearchGenerator
-    from sweeplab.search import planned_trials, tune_search
+    from sweeplab.plan import planned_trials
+    from sweeplab.search import tune_search
     param_space, searcher = tune_search(spec, max_concurrent=max_concurrent)
     assert searcher.set_search_properties("loss", "min", param_space)  # as tune.run does: the space is accepted
     search = SearchGenerator(searcher)  # what Tune wraps a searcher in
@@ -186,7 +187,7 @@ def test_ray_search_seeds_its_trials_and_honours_conditions(toy_spec, tmp_path):
     max_concurrent trials at once, each trial's seed that of its Optuna trial number; the progress table's columns
     name the searched fields, and a field that does not apply is shown as None but not run with."""
     from sweeplab.search import tune_trial_params
-    from sweeplab.trial import trial_seed
+    from sweeplab.plan import trial_seed
     spec = _conditional(toy_spec, "random", num_samples=10)
     trials, param_space, columns = _tune_trials(spec, tmp_path)
     assert param_space["steps"] == 1 and columns == ["momentum", "optimizer"]
@@ -204,7 +205,7 @@ def test_ray_grid_shows_fields_by_name_and_runs_each_point(toy_spec, tmp_path):
     the table's columns are the searched and included fields, None where a point does not set one; the values
     run are the point's, not the table's."""
     from sweeplab.search import seeded_grid, tune_trial_params
-    from sweeplab.trial import split_params
+    from sweeplab.plan import split_params
     toy_spec["search"]["include"] = [{"lr": 0.2, "steps": 3}]
     spec = parse(toy_spec)
     trials, _, columns = _tune_trials(spec, tmp_path)
@@ -229,17 +230,17 @@ def test_describe_shows_when_a_field_applies(capsys):
 
 
 def _seeds(spec):
-    from sweeplab import results
+    from sweeplab import results, store
     from sweeplab.local import run_local
     run_local(spec, "test")
     trials, _ = results.read(spec.sweep_dir)
-    status = {t: results.read_status(spec.sweep_dir, t)["seed"] for t in trials.trial_id}
+    status = {t: store.read_status(spec.sweep_dir, t)["seed"] for t in trials.trial_id}
     assert status == dict(zip(trials.trial_id, trials.seed))  # status.json and the table agree
     return dict(zip(trials.trial_id, trials.seed))
 
 
 def test_each_trial_has_its_own_recorded_reproducible_seed(toy_spec, tmp_path):
-    from sweeplab.trial import trial_seed
+    from sweeplab.plan import trial_seed
     toy_spec["search"]["num_samples"] = 2  # the same two grid points twice: the repeats differ by their seed
     toy_spec["config"] = {"steps": 1}
     seeds = _seeds(parse(toy_spec))
@@ -255,7 +256,7 @@ def test_each_trial_has_its_own_recorded_reproducible_seed(toy_spec, tmp_path):
 
 
 def test_fingerprint_covers_what_trials_depend_on(toy_spec, tmp_path):
-    from sweeplab.spec import changes, fingerprint, resolved
+    from sweeplab.fingerprint import changes, fingerprint, resolved
     base = parse(toy_spec)
     doc = resolved(base)
     assert set(doc) == {"task", "config", "algorithm", "space", "include", "num_samples", "metrics", "modes",
@@ -266,17 +267,32 @@ def test_fingerprint_covers_what_trials_depend_on(toy_spec, tmp_path):
     for override in ("seed=1", "steps=3", "search.num_samples=2", "mode=max", "search.space.lr=[0.01]"):
         assert fingerprint(parse(toy_spec, [override])) != fingerprint(base), override
     assert changes(doc, resolved(parse(toy_spec, ["steps=3", "seed=2"]))) == [
-        "config.steps: (unset) -> 3", "seed: 0 -> 2"]
+        "config.steps: 5 -> 3", "seed: 0 -> 2"]  # the config is fully defaulted: steps was 5 by default
+    assert "lr" not in doc["config"]  # a searched field is the space's, not the config's
+
+
+def test_a_changed_default_is_a_change_and_old_fingerprints_still_resume(toy_spec, monkeypatch):
+    """The fingerprint covers every default, so a default changed in the code between a run and its resume is
+    refused; a sweep that stored the earlier form (only the keys its spec set, no version) is compared in it."""
+    from sweeplab.fingerprint import changes_since, fingerprint, resolved, stored_fingerprint
+    spec = parse(toy_spec)
+    stored = stored_fingerprint(spec)
+    legacy = {"fingerprint": fingerprint(spec, 1), "spec": resolved(spec, 1)}  # what sweep.json held before
+    assert legacy["spec"]["config"] == {} and stored["version"] == 2
+    assert changes_since(stored, spec) == [] and changes_since(legacy, spec) == []
+    monkeypatch.setattr(ToyConfig.__dataclass_fields__["steps"], "default", 7)
+    assert changes_since(stored, parse(toy_spec)) == ["config.steps: 5 -> 7"]
+    assert changes_since(legacy, parse(toy_spec)) == []  # the earlier form cannot see defaults
 
 
 def test_resume_refuses_a_changed_spec(toy_spec, tmp_path, capsys):
-    from sweeplab import results
+    from sweeplab import results, store
     toy_spec["config"] = {"steps": 1}
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(toy_spec))
     assert cli.main(["run", str(path), "--local"]) == 0
-    stored = results.read_sweep_info(tmp_path / "results" / "toy-sweep")["resolved"]
-    assert stored["spec"]["config"] == {"steps": 1} and len(stored["fingerprint"]) == 64
+    stored = store.read_sweep_info(tmp_path / "results" / "toy-sweep")["resolved"]
+    assert stored["spec"]["config"]["steps"] == 1 and len(stored["fingerprint"]) == 64 and stored["version"] == 2
     capsys.readouterr()
     assert cli.main(["resume", str(path), "--local", "--set", "steps=2", "search.space.lr=[0.01, 0.2]"]) == 2
     err = capsys.readouterr().err

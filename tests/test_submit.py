@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +14,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from sweeplab import cli, results
+from sweeplab import cli, results, store
+from sweeplab.lock import LOCK_NAME, DriverLock
+from sweeplab.spec import load
 from sweeplab.submit import SubmitError, build_job, check_cluster, dashboard_url, find_token
 from tests.conftest import free_port
 
@@ -94,7 +98,8 @@ def test_job_carries_the_spec_the_package_and_the_overrides(tmp_path, toy_spec, 
     spec.write_text(yaml.safe_dump(toy_spec))
     stage = tmp_path / "stage"
     stage.mkdir()
-    job = build_job(spec, ["lr=0.5", "name=a.b", "search.space.width=[1, 2]"], stage, resume=False, py_modules=[],
+    sets = ["lr=0.5", "name=a.b", "search.space.width=[1, 2]"]
+    job = build_job(load(spec, sets), sets, stage, resume=False, py_modules=[],
                     env=["WANDB_MODE=off"])
     assert shlex.split(job["entrypoint"]) == ["python", "-m", "sweeplab.cli", "run", "toy sweep.yaml", "--address",
                                              "auto", "--set", "lr=0.5", "name=a.b", "search.space.width=[1, 2]"]
@@ -108,7 +113,7 @@ def test_job_carries_the_spec_the_package_and_the_overrides(tmp_path, toy_spec, 
     assert job["submission_id"].startswith("sweeplab-a-b-") and job["metadata"]["storage"] == "/mnt/sweeps/a.b"
     assert job["metadata"]["job_name"] == "sweeplab run a.b"
     with pytest.raises(SubmitError, match="KEY=VALUE"):
-        build_job(spec, [], tmp_path / "s2", resume=True, py_modules=[], env=["novalue"])
+        build_job(load(spec, []), [], tmp_path / "s2", resume=True, py_modules=[], env=["novalue"])
 
 
 def test_submit_refuses_bad_input_before_contacting_anyone(tmp_path, toy_spec, capsys):
@@ -127,17 +132,29 @@ def test_status_counts_and_best_so_far(tmp_path, capsys):
     sweep = tmp_path / "s"
     spec = SimpleNamespace(name="s", task=SimpleNamespace(name="toy"), metrics=["loss"], modes=["min"],
                            sweep_dir=sweep, space={"lr": None}, source="s.yaml")
-    results.write_sweep_info(spec, planned=5)
+    store.write_sweep_info(spec, planned=5)
     for tid, state, loss in (("t1", "completed", 0.5), ("t2", "completed", 0.2), ("t3", "running", 0.1),
                              ("t4", "failed", None)):
-        results.write_status(sweep, tid, state, {"lr": float(tid[1])}, "boom" if state == "failed" else None,
+        store.write_status(sweep, tid, state, {"lr": float(tid[1])}, "boom" if state == "failed" else None,
                              {"loss": loss, "progress": 0.5} if loss is not None else {})
-    st = results.sweep_status(sweep)
-    assert st["counts"] == {"running": 1, "completed": 2, "stopped": 0, "failed": 1, "pending": 1}
-    assert st["best"]["loss"]["trial_id"] == "t2" and st["best"]["loss"]["config"] == {"lr": 2.0}  # t3 still runs
+    with DriverLock(sweep):  # a live driver: t3 runs
+        st = store.sweep_status(sweep)
+        assert st["counts"] == {"running": 1, "completed": 2, "stopped": 0, "failed": 1, "interrupted": 0,
+                                "pending": 1}
+        assert st["best"]["loss"]["trial_id"] == "t2" and st["best"]["loss"]["config"] == {"lr": 2.0}  # t3 runs
+        assert cli.main(["status", str(sweep)]) == 0
+        out = capsys.readouterr().out
+        assert "1 running, 2 completed, 0 stopped early, 1 failed, 1 not started" in out and "trial t2" in out
+        assert [line.split()[:3] for line in out.splitlines() if line.startswith("t3")] == [["t3", "running", "50%"]]
+    # no live driver (it stopped, or was killed: its lease lapses, or its pid is gone on this host): interrupted
+    assert store.sweep_status(sweep)["counts"]["interrupted"] == 1
     assert cli.main(["status", str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "1 running, 2 completed, 0 stopped early, 1 failed, 1 not started" in out and "trial t2" in out
-    assert [line.split()[:3] for line in out.splitlines() if line.startswith("t3")] == [["t3", "running", "50%"]]
+    assert "0 running, 2 completed, 0 stopped early, 1 failed, 1 interrupted" in out and "sweeplab resume" in out
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("t3")] == [["t3", "interrupted"]]
+    lock = sweep / LOCK_NAME  # a lock left by a driver killed on this host: its pid is dead
+    lock.write_text(json.dumps({"owner": "x", "host": socket.gethostname(), "pid": 2**22 + 7, "since": "then",
+                                "expires_at": time.time() + 60}))
+    assert store.sweep_status(sweep)["counts"]["interrupted"] == 1
     assert cli.main(["status", str(tmp_path / "nowhere")]) == 1
     assert "has the sweep started" in capsys.readouterr().err

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from sweeplab import cli, results
 from sweeplab.spec import load
+from sweeplab.specfile import read
 from tests.conftest import run_cli
 
 SWEEPS = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
@@ -62,7 +62,7 @@ SOURCES = {"compression": "compression_source", "restoration": "restoration_sour
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_every_spec_validates(path, request):
-    doc = yaml.safe_load(path.read_text())
+    doc = read(path)  # with the specs it extends merged in
     sources = [f"from_trials.{name}.sweep={request.getfixturevalue(SOURCES[doc['task']])}"
                for name in (doc.get("from_trials") or {})]
     if (doc.get("config") or {}).get("dataset") == "mindboggle":

@@ -17,8 +17,9 @@ searched); each source is either a trial's location or a condition on an earlier
 ``where`` is a DuckDB SQL condition over the earlier sweep's ``trials`` table (only completed trials are
 considered); it must match exactly one trial unless ``order_by`` is given, which picks the first. A task declares
 the sources it can use (``Task.sources``: which artifacts each must have, which task made it, which config values
-must agree, and when it is required); everything is checked when the spec is loaded, so a missing or
-incompatible artifact is a spec error before anything starts. Trials see their sources as ``ctx.sources`` and the
+must agree, and when it is required). The parser checks the references' form and that every required source is
+given, reading nothing; :func:`resolve_sources` then finds them in storage when a sweep is run, resumed or
+submitted, so a missing or incompatible artifact is a spec error (exit 2) before anything starts. Trials see their sources as ``ctx.sources`` and the
 ``trials`` table records, per trial, the resolved sources (column ``started_from``).
 """
 from __future__ import annotations
@@ -30,9 +31,10 @@ from typing import Any
 
 import torch
 
+from . import layout as L
+from . import results
+from .spec import Spec, SpecError, planned_configs
 from .storage import Location, StorageError, location
-
-ARTIFACTS = "artifacts"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Needs:
 
 
 def trial_dir(sweep: Location, trial_id: str) -> Location:
-    return location(sweep) / ARTIFACTS / trial_id
+    return L.artifacts(location(sweep), trial_id)
 
 
 def save(sweep: Location, *, task: str, sweep_name: str, trial_id: str, config: dict[str, Any], name: str,
@@ -67,14 +69,15 @@ def save(sweep: Location, *, task: str, sweep_name: str, trial_id: str, config: 
     """Write one artifact and the trial's ``trial.json`` (both atomically; the artifact first)."""
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"artifact name {name!r} must be a plain file name")
+    sweep = location(sweep)
     where = trial_dir(sweep, trial_id)
     buf = io.BytesIO()
     torch.save(payload, buf)
-    (where / f"{name}.pt").write_bytes(buf.getvalue())
-    names = sorted({f.name[:-3] for f in where.files(".pt")} | {name})
+    L.artifact(sweep, trial_id, name).write_bytes(buf.getvalue())
+    names = sorted({f.name[:-len(L.ARTIFACT_SUFFIX)] for f in where.files(L.ARTIFACT_SUFFIX)} | {name})
     doc = {"task": task, "sweep": sweep_name, "trial_id": trial_id, "config": config, "artifacts": names}
-    (where / "trial.json").write_text(json.dumps(doc, indent=1, default=list))
-    return where / f"{name}.pt"
+    L.artifact_index(sweep, trial_id).write_text(json.dumps(doc, indent=1, default=list))
+    return L.artifact(sweep, trial_id, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +107,7 @@ class Source:
         if name not in self.artifacts:
             raise KeyError(f"source {self.uri} has no artifact {name!r} (it has: {', '.join(self.artifacts)})")
         sweep, trial_id = split(self.uri)
-        data = (trial_dir(sweep, trial_id) / f"{name}.pt").read_bytes()
+        data = L.artifact(sweep, trial_id, name).read_bytes()
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
 
 
@@ -117,10 +120,10 @@ def split(uri: str) -> tuple[Location, str]:
 def open_source(uri: str) -> Source:
     sweep, trial_id = split(uri)
     try:
-        doc = json.loads((trial_dir(sweep, trial_id) / "trial.json").read_text())
+        doc = json.loads(L.artifact_index(sweep, trial_id).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{uri}: no artifacts saved by trial {trial_id!r} of {sweep} (expected "
-                                f"{trial_dir(sweep, trial_id) / 'trial.json'})") from None
+                                f"{L.artifact_index(sweep, trial_id)})") from None
     return Source(uri=f"{sweep}/{trial_id}", task=doc["task"], trial_id=trial_id, config=doc["config"],
                   artifacts=tuple(doc["artifacts"]))
 
@@ -130,12 +133,8 @@ def open_sources(resolved: dict[str, str] | None) -> dict[str, Source]:
 
 
 def _pick(name: str, ref: dict) -> str:
-    """A ``{sweep, where, order_by}`` reference -> ``<sweep>/<trial_id>`` (ValueError saying why not)."""
-    from . import results
-    unknown = set(ref) - {"sweep", "where", "order_by"}
-    if unknown or "sweep" not in ref:
-        raise ValueError(f"from_trials.{name}: a mapping takes sweep (required), where and order_by; "
-                         f"got {sorted(ref)}")
+    """A ``{sweep, where, order_by}`` reference (its keys checked by the parser) -> ``<sweep>/<trial_id>``
+    (ValueError saying why not)."""
     sweep = location(str(ref["sweep"]))
     cond = f"status = 'completed' AND ({ref['where']})" if ref.get("where") else "status = 'completed'"
     order = f" ORDER BY {ref['order_by']}" if ref.get("order_by") else ""
@@ -155,21 +154,17 @@ def _pick(name: str, ref: dict) -> str:
     return f"{sweep}/{found[0]}"
 
 
-def resolve(raw: Any, task, values_of_trials: list[dict[str, Any]]) -> tuple[dict[str, str], list[str]]:
-    """Check a spec's ``from_trials`` against the task's declared sources and every trial's config values;
-    returns ({name: <sweep>/<trial_id>}, problems)."""
+def resolve_sources(spec: Spec) -> Spec:
+    """The spec with its ``from_trials`` resolved: each reference (checked by the parser) found in storage, and
+    checked against the task's declared sources and every planned trial's config values. The step after parsing
+    that reads other sweeps; SpecError listing every problem."""
+    if not spec.sources:
+        return spec
     problems: list[str] = []
     resolved: dict[str, str] = {}
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        return {}, ["from_trials: must be a mapping of source names to a trial or {sweep, where, order_by}"]
-    needs = task.sources or {}
-    for name, ref in raw.items():
-        if name not in needs:
-            problems.append(f"from_trials.{name}: task {task.name!r} uses no source {name!r}"
-                            f" (it uses: {', '.join(needs) or 'none'})")
-            continue
+    needs = spec.task.sources or {}
+    values_of_trials = planned_configs(spec)
+    for name, ref in spec.sources.items():
         try:
             uri = _pick(name, ref) if isinstance(ref, dict) else str(ref)
             src = open_source(uri)
@@ -177,9 +172,9 @@ def resolve(raw: Any, task, values_of_trials: list[dict[str, Any]]) -> tuple[dic
             problems.append(exc.args[0] if isinstance(exc, ValueError) else f"from_trials.{name}: {exc}")
             continue
         need = needs[name]
-        if src.task != (need.task or task.name):
+        if src.task != (need.task or spec.task.name):
             problems.append(f"from_trials.{name}: {uri} is a trial of task {src.task!r}, not "
-                            f"{need.task or task.name!r}")
+                            f"{need.task or spec.task.name!r}")
         if missing := [a for a in need.artifacts if a not in src.artifacts]:
             problems.append(f"from_trials.{name}: {uri} has no artifact {', '.join(missing)} (it has: "
                             f"{', '.join(src.artifacts) or 'none'})")
@@ -190,11 +185,9 @@ def resolve(raw: Any, task, values_of_trials: list[dict[str, Any]]) -> tuple[dic
                 problems.append(f"from_trials.{name}: {uri} was trained with {field}={theirs!r}, this sweep "
                                 f"sets {field}={', '.join(bad)}")
         resolved[name] = src.uri
-    for name, need in needs.items():
-        if name not in resolved and name not in raw and any(need.required(v) for v in values_of_trials):
-            problems.append(f"from_trials.{name}: required ({need.doc or ', '.join(need.artifacts)}) but not "
-                            "given")
-    return resolved, problems
+    if problems:
+        raise SpecError(spec.source, problems)
+    return dataclasses.replace(spec, from_trials=resolved)
 
 
 def _norm(value: Any) -> Any:

@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from . import config as C
+from . import layout as L
+from . import results, service, store
+from .cost import model_cost
+from .local import LocalBackend
+from .lock import DriverLock, LockHeld
+from .ray_runner import RayBackend
+from .schema import CORE_METRICS
+from .service import SweepError
+from .spec import SpecError, apply_overrides
+from .storage import Location, StorageError, location
+from .submit import submit
+from .task import broken_tasks, get_task, list_tasks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,121 +107,51 @@ def _flat(overrides: list[list[str]]) -> list[str]:
     return [item for group in overrides for item in group]
 
 
+def _error(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def _cmd_run(args) -> int:
-    from .lock import DriverLock, LockHeld
-    from .spec import SpecError, load
     try:
-        spec = load(args.spec, _flat(args.overrides))
+        spec = service.prepare(args.spec, _flat(args.overrides))
+        backend = LocalBackend() if args.local else RayBackend(args.address)
+        outcome = service.run_sweep(spec, backend, resume=args.resume, say=lambda m: print(m, flush=True))
     except SpecError as exc:
-        print(f"error: invalid sweep spec {exc}", file=sys.stderr)
-        return 2
-    from .storage import check_bucket
-    if (problem := check_bucket(spec.sweep_dir)) is not None:  # a missing bucket or a dead endpoint: say so now
-        print(f"error: storage {spec.storage}: {problem}", file=sys.stderr)
-        return 1
-    if (problem := _start_problem(spec, args)) is not None:  # at once, before any wait for the lock
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
-    if args.resume and (changed := _spec_changes(spec)):
-        print(f"error: cannot resume {spec.sweep_dir}: the spec changed since the sweep started, and its trials "
-              "would mix two sweeps:\n" + "".join(f"  - {c}\n" for c in changed) +
-              "restore those values, or run the new spec as a new sweep (--set name=...)", file=sys.stderr)
-        return 2
-    try:
-        lock = DriverLock(spec.sweep_dir)
-    except ValueError as exc:  # a bad $SWEEPLAB_LOCK_TTL_S
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        with lock:
-            if (problem := _start_problem(spec, args)) is not None:  # another driver may have run it meanwhile
-                print(f"error: {problem}", file=sys.stderr)
-                return 1
-            return _drive(spec, args)
-    except LockHeld as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-def _start_problem(spec, args) -> str | None:
-    """Why this sweep folder cannot be run (``run`` on a started sweep) or resumed (nothing to resume)."""
-    sweep = spec.sweep_dir
-    started = [p.name for p in (sweep / "tuner.pkl", sweep / "fragments") if p.exists()]
-    if args.resume and not started:
-        return f"nothing to resume in {sweep} (start the sweep with `sweeplab run`)"
-    if args.resume and not args.local and "tuner.pkl" not in started:
-        return f"{sweep} was run with --local: resume it with --local"
-    if not args.resume and started:
-        return (f"{sweep} already holds this sweep: continue it with `sweeplab resume {args.spec}` or choose "
-                "another name (--set name=...) or storage")
-    return None
-
-
-def _spec_changes(spec) -> list[str]:
-    """How the spec differs from the one the sweep was started with (nothing for a sweep that stored none)."""
-    from .results import read_sweep_info
-    from .spec import changes, fingerprint, resolved
-    stored = (read_sweep_info(spec.sweep_dir) or {}).get("resolved")
-    if not stored or stored.get("fingerprint") == fingerprint(spec):
-        return []
-    return changes(stored.get("spec") or {}, resolved(spec)) or ["the resolved spec (its fingerprint) differs"]
-
-
-def _drive(spec, args) -> int:
-    """Run or resume the sweep (the driver lock held)."""
-    from .results import code_version, write_sweep_info
-    from .search import planned_trials
-    from .spec import fingerprint, resolved
-    version = code_version()
-    write_sweep_info(spec, planned_trials(spec), fingerprint={"fingerprint": fingerprint(spec),
-                                                              "spec": resolved(spec)})
-    print(f"sweep {spec.name}: task {spec.task.name}, search {spec.algorithm}, results in {spec.sweep_dir}",
-          flush=True)
-    if args.local:
-        from .local import run_local
-        counts = run_local(spec, version)
-    else:
-        if not _init_ray(args.address):
-            return 1
-        from .ray_runner import run_ray
-        counts = run_ray(spec, version, resume=args.resume)
+        return _error(f"invalid sweep spec {exc}", 2)
+    except (SweepError, LockHeld) as exc:
+        return _error(str(exc), getattr(exc, "code", 1))
     _print_table(spec.sweep_dir, spec.task)
-    print(f"\ntables: {spec.sweep_dir / 'results'} ({counts.get('trials', '?')} trials)", flush=True)
-    return 1 if counts.get("failed") else 0
+    print(f"\ntables: {L.results(spec.sweep_dir)} ({outcome.counts.get('trials', '?')} trials)", flush=True)
+    return outcome.code
 
 
 def _cmd_submit(args) -> int:
-    from .submit import submit
     return submit(args.spec, _flat(args.overrides), args.address, wait=args.wait, resume=args.resume,
                   py_modules=args.py_module, env=args.env)
 
 
-def _is_spec(target: str) -> bool:
-    return not target.startswith("s3://") and Path(target).is_file() and Path(target).suffix in (".yaml", ".yml")
+def _sweep(target: str, overrides: list[list[str]] = ()) -> Location:
+    """The sweep a command names (a spec file, with its --set values, or a sweep folder); SpecError for a bad
+    spec."""
+    return service.sweep_of(target, _flat(overrides))
 
 
 def _cmd_status(args) -> int:
-    from .results import sweep_status
-    from .storage import StorageError
-    target = args.target
-    if _is_spec(target):
-        from .spec import SpecError, load
-        try:
-            target = load(target, _flat(args.overrides)).sweep_dir
-        except SpecError as exc:
-            print(f"error: invalid sweep spec {exc}", file=sys.stderr)
-            return 2
     try:
-        st = sweep_status(target)
+        st = store.sweep_status(_sweep(args.target, args.overrides))
+    except SpecError as exc:
+        return _error(f"invalid sweep spec {exc}", 2)
     except (FileNotFoundError, StorageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(str(exc), 1)
     if args.json:
         print(json.dumps(st, default=str))
         return 0
     c = st["counts"]
+    interrupted = f", {c['interrupted']} interrupted (no live driver: `sweeplab resume` continues them)" \
+        if c["interrupted"] else ""
     print(f"sweep {st['name']} (task {st['task']}): {c['running']} running, {c['completed']} completed, "
-          f"{c['stopped']} stopped early, {c['failed']} failed, {c['pending']} not started "
+          f"{c['stopped']} stopped early, {c['failed']} failed{interrupted}, {c['pending']} not started "
           f"({st['planned_trials']} planned)")
     for metric, b in st["best"].items():
         shown = ", ".join(f"{k}={v}" for k, v in b["config"].items())
@@ -230,77 +174,30 @@ def _cmd_status(args) -> int:
     return 0
 
 
-def _reachable(address: str, timeout: float = 5.0) -> str | None:
-    """None when ``host:port`` (or ``ray://host:port``) accepts a TCP connection, else the reason. Ray itself would
-    retry an unreachable address for minutes; ``auto`` is left to Ray (it fails at once without a cluster)."""
-    import socket
-    target = address.split("://", 1)[-1]
-    if address == "auto" or ":" not in target:
-        return None
-    host, _, port = target.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return None
-    except (OSError, ValueError) as exc:
-        return str(exc) or type(exc).__name__
-
-
-def _init_ray(address: str | None) -> bool:
-    import ray
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    if address and (reason := _reachable(address)):
-        print(f"error: cannot reach the Ray cluster at {address!r}: {reason}", file=sys.stderr)
-        return False
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            # With the dashboard: it is where a user watches the sweep, and Ray Train's placement-group cleaner
-            # asks its state API whether a trial's Train controller still lives. Without it, a trial ASHA stops
-            # keeps its resources and the sweep waits forever for them.
-            ray.init(include_dashboard=True, log_to_driver=True)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        print(f"error: cannot connect to the Ray cluster at {address!r}: {exc}", file=sys.stderr)
-        return False
-    except Exception as exc:  # noqa: BLE001 - ray.exceptions.AuthenticationError: a missing or wrong token
-        if "Authentication" not in type(exc).__name__:
-            raise
-        from .submit import TOKEN_HELP
-        print(f"error: the Ray cluster at {address!r} refused the connection: {exc}\n{TOKEN_HELP}", file=sys.stderr)
-        return False
-    return True
-
-
 def _print_table(sweep_dir, task) -> None:
-    from .results import read
     try:
-        trials, _ = read(sweep_dir)
+        trials, _ = results.read(sweep_dir)
     except FileNotFoundError:
         return
     if trials.empty:
         return
     cfg_cols = [c for c in C.fields(task.config) if c in trials.columns and trials[c].nunique(dropna=False) > 1]
-    metric_cols = [c for c in dict.fromkeys((*task.summary, "params", "gmacs", "train_seconds"))
-                   if c in trials.columns]
-    import pandas as pd
+    metric_cols = [c for c in dict.fromkeys((*task.summary, *CORE_METRICS)) if c in trials.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
         print(trials[["trial_id", "status", *cfg_cols, *metric_cols]].to_string(index=False))
 
 
 def _cmd_results(args) -> int:
-    from .results import query
-    from .storage import StorageError
     try:
-        frame = query(args.target, args.sql, note=lambda msg: print(msg, file=sys.stderr))
+        frame = results.query(_sweep(args.target), args.sql, note=lambda msg: print(msg, file=sys.stderr))
+    except SpecError as exc:
+        return _error(f"invalid sweep spec {exc}", 2)
     except (FileNotFoundError, StorageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(str(exc), 1)
     except Exception as exc:  # noqa: BLE001 - DuckDB's parser and binder errors
         if type(exc).__module__.startswith("duckdb") or type(exc).__name__.endswith("Exception"):
-            print(f"error: the query failed: {exc}", file=sys.stderr)
-            return 2
+            return _error(f"the query failed: {exc}", 2)
         raise
-    import pandas as pd
     if args.csv:
         frame.to_csv(sys.stdout, index=False)
     else:
@@ -311,45 +208,36 @@ def _cmd_results(args) -> int:
 
 def _cmd_compact(args) -> int:
     """Under the sweep's driver lock, so it never runs beside a driver that is writing parts."""
-    from .lock import DriverLock, LockHeld
-    from .results import compact, results_dir
-    from .storage import StorageError
     try:
-        sweep = results_dir(args.target).parent
+        sweep = results.results_dir(_sweep(args.target)).parent
         with DriverLock(sweep):
-            counts = compact(sweep)
+            counts = store.compact(sweep)
+    except SpecError as exc:
+        return _error(f"invalid sweep spec {exc}", 2)
     except (FileNotFoundError, StorageError, LockHeld) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(str(exc), 1)
     print(f"compacted {sweep}: {counts['trials']} trials, {counts['evaluations']} evaluation rows")
     return 0
 
 
 def _cmd_plot(args) -> int:
-    from .results import read, results_dir
-    from .storage import StorageError
-    from .task import get_task
     try:
-        trials, evaluations = read(args.target)
+        sweep = results.results_dir(_sweep(args.target)).parent
+        trials, evaluations = results.read(sweep)
+    except SpecError as exc:
+        return _error(f"invalid sweep spec {exc}", 2)
     except (FileNotFoundError, StorageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(str(exc), 1)
     if trials.empty:
-        print("error: the trials table is empty", file=sys.stderr)
-        return 1
+        return _error("the trials table is empty", 1)
     try:
         task = get_task(str(trials["task"].iloc[0]))
     except KeyError as exc:  # unknown here, or its package is broken
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 1
+        return _error(exc.args[0], 1)
     if task.plot is None:
-        print(f"error: task {task.name!r} has no plot", file=sys.stderr)
-        return 1
-    sweep = results_dir(args.target).parent
-    out = args.out or str(sweep / "results" / f"{task.name}.png")
+        return _error(f"task {task.name!r} has no plot", 1)
+    out = args.out or str(L.results(sweep) / f"{task.name}.png")
     if out.startswith("s3://"):  # the plot is drawn in a local folder, then its files are stored beside the tables
-        import tempfile
-        from .storage import location
         with tempfile.TemporaryDirectory() as tmp:
             task.plot(trials, evaluations, Path(tmp) / "plot.png", sweep)
             for made in Path(tmp).iterdir():  # the PNG and whatever the plot writes beside it (a table)
@@ -362,9 +250,6 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_describe(args) -> int:
-    from .cost import model_cost
-    from .spec import apply_overrides
-    from .task import get_task
     try:
         task = get_task(args.task)
     except KeyError as exc:
@@ -406,7 +291,6 @@ def _print_fields(task, cfg) -> None:
 
 
 def _cmd_tasks(args) -> int:
-    from .task import broken_tasks, list_tasks
     for name, task in list_tasks().items():
         module = sys.modules[task.config.__module__]
         package = sys.modules.get(module.__package__ or "", module)  # the task's package (its docstring)

@@ -24,9 +24,10 @@ import time
 import uuid
 from typing import Any
 
+from . import layout as L
+from .layout import LOCK_NAME  # noqa: F401 - the lock file's name, for tests and tools
 from .storage import Location, location
 
-LOCK_NAME = "driver.lock"
 TTL_S = 30.0          # how long a lease lasts without renewal
 RENEW_EVERY_S = 5.0   # how often the holder renews it (at most a third of the TTL)
 TTL_ENV = "SWEEPLAB_LOCK_TTL_S"  # overrides TTL_S (tests, or storage with slow writes)
@@ -60,6 +61,39 @@ def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _read(file: Location) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(file.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _stale(holder: dict[str, Any], host: str, ttl: float, unreadable_since: float) -> str | None:
+    """Why the holder of a lock is gone, seen from ``host`` (None while it may be alive)."""
+    now = time.time()
+    if not holder:  # a record never completed: its writer died between creating and writing it
+        return "its record is unreadable" if now > unreadable_since + ttl else None
+    expires = holder.get("expires_at")
+    if isinstance(expires, (int, float)) and expires < now:
+        return f"its lease expired at {_iso(expires)}"
+    pid = holder.get("pid")
+    if holder.get("host") == host and isinstance(pid, int) and not _alive(pid):
+        return f"its process {pid} on this host ({host}) is gone"
+    return None
+
+
+def driver_alive(sweep: Location | str) -> bool:
+    """Whether a driver holds the sweep's lock with a live lease (what ``sweeplab status`` tells running trials
+    from interrupted ones by). A driver killed on another host counts as alive until its lease runs out."""
+    holder = _read(L.lock_file(location(sweep)))
+    if holder is None:
+        return False
+    return _stale(holder, socket.gethostname(), _ttl(), time.time()) is None
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -77,7 +111,7 @@ class DriverLock:
     another driver has it)."""
 
     def __init__(self, sweep: Location | str, *, out=None):
-        self.file = location(sweep) / LOCK_NAME
+        self.file = L.lock_file(location(sweep))
         self.ttl = _ttl()
         self.renew_every = min(RENEW_EVERY_S, self.ttl / 3)
         self.owner, self.host, self.pid = uuid.uuid4().hex, socket.gethostname(), os.getpid()
@@ -96,26 +130,11 @@ class DriverLock:
 
     def read(self) -> dict[str, Any] | None:
         """The holder's record; None when nobody holds the lock, ``{}`` when it cannot be read (being written)."""
-        try:
-            doc = json.loads(self.file.read_text())
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return {}
-        return doc if isinstance(doc, dict) else {}
+        return _read(self.file)
 
     def _stale(self, holder: dict[str, Any], unreadable_since: float) -> str | None:
         """Why the holder is gone (None while it may be alive)."""
-        now = time.time()
-        if not holder:  # a record never completed: its writer died between creating and writing it
-            return "its record is unreadable" if now > unreadable_since + self.ttl else None
-        expires = holder.get("expires_at")
-        if isinstance(expires, (int, float)) and expires < now:
-            return f"its lease expired at {_iso(expires)}"
-        pid = holder.get("pid")
-        if holder.get("host") == self.host and isinstance(pid, int) and not _alive(pid):
-            return f"its process {pid} on this host ({self.host}) is gone"
-        return None
+        return _stale(holder, self.host, self.ttl, unreadable_since)
 
     def _take_over(self, holder: dict[str, Any]) -> bool:
         """Replace a stale lock; False when it changed meanwhile or another driver re-created it first."""

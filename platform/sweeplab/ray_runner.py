@@ -7,20 +7,28 @@ retried or resumed trial finds its checkpoints again. Each trial's rank 0 writes
 the sweep's driver process records each trial's row when it ends (:class:`ResultsCallback`: one small file per
 trial, see :mod:`sweeplab.results`) and compacts the tables when the sweep ends. Storage is a shared folder or an
 ``s3://`` prefix: the core builds the filesystem (:mod:`sweeplab.storage`) and hands it to Tune and Train.
+
+Ray is imported inside the functions that use it (deferred: a heavy import that ``--local`` sweeps and the other
+commands never need).
 """
 from __future__ import annotations
 
 import math
 import os
+import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
-from . import artifacts, results
-from .search import planned_trials, tune_grid, tune_search, tune_trial_params
+from . import artifacts, store
+from . import layout as L
+from .plan import planned_trials
+from .schema import TrialState
+from .search import tune_grid, tune_search, tune_trial_params
+from .service import SweepError
 from .spec import Spec
 from .storage import Location, location
 from .trial import FINAL_KEY, final_report, finite_number, full_config, run_trial
@@ -31,7 +39,6 @@ _CKPT = "state.pt"
 # sliver of the head node's own resource: drivers stay on the head, so losing a worker node (a preempted GPU machine)
 # costs only the Train workers on it, which the retried trial restarts from their checkpoint elsewhere.
 _DRIVER_BUNDLE = {"CPU": 0, "memory": 2**20, "node:__internal_head__": 0.001}
-_STATUS_EVERY_S = 2.0  # a running trial's status.json is rewritten at most this often
 
 
 class RayTrainContext:
@@ -79,7 +86,6 @@ class RayTrainContext:
     def all_gather(self, obj: Any) -> list[Any]:
         if self.world_size == 1:
             return [obj]
-        import torch.distributed as dist
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)  # Ray Train set up the process group (gloo on CPU, NCCL on GPU)
         return out
@@ -121,8 +127,8 @@ def _make_driver(spec: Spec, code_version: str):
         from ray.tune.integration.ray_train import TuneReportCallback
         trial_id = ray.tune.get_context().get_trial_id()
         loc = location(sweep_dir)
-        done = results.completed_trial(loc, trial_id)
-        if done is not None and done.get("status") == "completed":
+        done = store.completed_trial(loc, trial_id)
+        if done is not None and done.get("status") == TrialState.COMPLETED:
             # A resumed sweep whose experiment state was saved before this trial ended (Tune saves it every few
             # seconds, not at each trial's end): its results are already in storage, so report them, don't rerun.
             print(f"[{trial_id}] already completed (its results are in storage): not run again", flush=True)
@@ -130,7 +136,6 @@ def _make_driver(spec: Spec, code_version: str):
             return
         values, seed = tune_trial_params(params, grid)
         resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-        dist = torch.distributed
         # NCCL for GPU trials when this torch build has it (the nodes share one image); a CPU-only build, as on a
         # local cluster with logical GPUs, falls back to gloo.
         backend = "nccl" if gpus and dist.is_available() and dist.is_nccl_available() else "gloo"
@@ -141,7 +146,7 @@ def _make_driver(spec: Spec, code_version: str):
                                "sweep_dir": sweep_dir, "code_version": code_version, "from_trials": from_trials},
             scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
                                                    resources_per_worker=resources),
-            run_config=ray.train.RunConfig(name=trial_id, **storage_args(loc / "train"),
+            run_config=ray.train.RunConfig(name=trial_id, **storage_args(L.train_runs(loc)),
                                            callbacks=[TuneReportCallback()],
                                            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
         )
@@ -163,12 +168,12 @@ def _results_callback(spec: Spec):
                      grid: list[dict[str, Any]] | None):
             self.sweep_uri, self.sweep, self.task, self.objective = sweep_dir, sweep, task, objective
             self.from_trials, self.grid = from_trials, grid
-            self._written: dict[str, float] = {}
+            self._progress: dict[str, store.Progress] = {}
             self._gauges = None
             self._loc = None
 
         def __getstate__(self):  # pickled with the experiment for `sweeplab resume`; gauges are rebuilt
-            return {**self.__dict__, "_gauges": None, "_written": {}, "_loc": None}
+            return {**self.__dict__, "_gauges": None, "_progress": {}, "_loc": None}
 
         @property
         def sweep_dir(self) -> Location:
@@ -199,31 +204,35 @@ def _results_callback(spec: Spec):
                 if finite_number(value):
                     self._gauges[name].set(float(value), tags=tags)
 
+        def _of(self, trial) -> store.Progress:
+            if trial.trial_id not in self._progress:  # a trial restored by a resume starts again here
+                self._progress[trial.trial_id] = store.Progress(self.sweep_dir, trial.trial_id, self._values(trial),
+                                                                self._seed(trial)).started()
+            return self._progress[trial.trial_id]
+
         def on_trial_start(self, iteration, trials, trial, **info):
-            results.write_status(self.sweep_dir, trial.trial_id, "running", self._values(trial), None,
-                                 trial.last_result, self._seed(trial))
+            self._progress.pop(trial.trial_id, None)
+            self._of(trial)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self._export(trial, result)
-            now = time.monotonic()
-            if now - self._written.get(trial.trial_id, -math.inf) >= _STATUS_EVERY_S:
-                self._written[trial.trial_id] = now
-                results.write_status(self.sweep_dir, trial.trial_id, "running", self._values(trial), None, result,
-                                     self._seed(trial))
+            self._of(trial).report(result)
 
         def _ended(self, trial, status: str, error: str | None = None) -> None:
             last = dict(trial.last_result or {})
-            if status == "completed" and not last.get(FINAL_KEY):
-                status = "stopped"  # ended without its final report: stopped early by the scheduler
-            results.record_trial(self.sweep_dir, self.task, sweep_name=self.sweep, trial_id=trial.trial_id,
-                                 status=status, values=self._values(trial), seed=self._seed(trial), error=error,
-                                 last_metrics=last, started_from=self.from_trials)
+            if status == TrialState.COMPLETED and not last.get(FINAL_KEY):
+                status = TrialState.STOPPED  # ended without its final report: stopped early by the scheduler
+            if (progress := self._progress.pop(trial.trial_id, None)) is not None:
+                progress.flush(status)
+            store.record_trial(self.sweep_dir, self.task, sweep_name=self.sweep, trial_id=trial.trial_id,
+                               status=status, values=self._values(trial), seed=self._seed(trial), error=error,
+                               last_metrics=last, started_from=self.from_trials)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._ended(trial, "completed")
+            self._ended(trial, TrialState.COMPLETED)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._ended(trial, "failed", _read(trial.error_file) if trial.error_file else "trial failed")
+            self._ended(trial, TrialState.FAILED, _read(trial.error_file) if trial.error_file else "trial failed")
 
     return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task, spec.metrics[0], dict(spec.from_trials),
                            tune_grid(spec))
@@ -240,13 +249,12 @@ def _scheduler(spec: Spec):
     if spec.scheduler["type"] != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
-    s = spec.scheduler
+    s = spec.scheduler  # every ASHA setting filled in by the parser (spec.ASHA_DEFAULTS)
     metric, mode = s.get("metric", spec.metrics[0]), s.get("mode", spec.modes[0])
     if not spec.multi_objective and (metric, mode) == (spec.metrics[0], spec.modes[0]):
         metric = mode = None  # Tune refuses a scheduler that repeats the TuneConfig's metric and mode
-    return ASHAScheduler(metric=metric, mode=mode,
-                         time_attr=s.get("time_attr", "training_iteration"), max_t=s.get("max_t", 100),
-                         grace_period=s.get("grace_period", 1), reduction_factor=s.get("reduction_factor", 4))
+    return ASHAScheduler(metric=metric, mode=mode, time_attr=s["time_attr"], max_t=s["max_t"],
+                         grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
 
 
 def _max_concurrent(spec: Spec) -> int:
@@ -265,7 +273,7 @@ def build_tuner(spec: Spec, code_version: str, resume: bool = False):
     trainable = tune.with_resources(_make_driver(spec, code_version), tune.PlacementGroupFactory([_DRIVER_BUNDLE]))
     param_space, search_alg = tune_search(spec, _max_concurrent(spec))
     sweep = spec.sweep_dir
-    if resume:
+    if resume and L.tune_state(sweep).exists():  # without it Tune never saved the experiment: start it afresh
         restore = {"path": sweep.path, "storage_filesystem": sweep.fs} if sweep.is_s3 else {"path": sweep.path}
         return tune.Tuner.restore(**restore, trainable=trainable, resume_errored=True, param_space=param_space)
     multi = spec.multi_objective
@@ -284,6 +292,63 @@ def run_ray(spec: Spec, code_version: str, resume: bool = False) -> dict[str, in
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     tuner = build_tuner(spec, code_version, resume)
     grid = tuner.fit()
-    counts = results.compact(spec.sweep_dir)
+    counts = store.compact(spec.sweep_dir)
     counts["failed"] = sum(1 for r in grid if r.error is not None)
     return counts
+
+
+class RayBackend:
+    """:class:`sweeplab.service.Backend` running trials on Ray Tune: an embedded local Ray, or the cluster at
+    ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``)."""
+    name = "ray"
+
+    def __init__(self, address: str | None = None):
+        self.address = address
+
+    def start(self) -> None:
+        if (problem := init_ray(self.address)) is not None:
+            raise SweepError(problem)
+
+    def run(self, spec: Spec, code_version: str, resume: bool) -> dict[str, int]:
+        return run_ray(spec, code_version, resume)
+
+
+def _reachable(address: str, timeout: float = 5.0) -> str | None:
+    """None when ``host:port`` (or ``ray://host:port``) accepts a TCP connection, else the reason. Ray itself would
+    retry an unreachable address for minutes; ``auto`` is left to Ray (it fails at once without a cluster)."""
+    target = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in target:
+        return None
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+
+
+TOKEN_HELP = ("put the cluster's token in ~/.ray/auth_token, or export RAY_AUTH_TOKEN=<token> "
+              "(or RAY_AUTH_TOKEN_PATH=<file>); on the head node `ray get-auth-token` prints it")
+
+
+def init_ray(address: str | None) -> str | None:
+    """Connect to the cluster at ``address``, or start an embedded local Ray; None, or why it failed."""
+    import ray  # deferred: Ray is heavy, and --local never needs it
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if address and (reason := _reachable(address)):
+        return f"cannot reach the Ray cluster at {address!r}: {reason}"
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            # With the dashboard: it is where a user watches the sweep, and Ray Train's placement-group cleaner
+            # asks its state API whether a trial's Train controller still lives. Without it, a trial ASHA stops
+            # keeps its resources and the sweep waits forever for them.
+            ray.init(include_dashboard=True, log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        return f"cannot connect to the Ray cluster at {address!r}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - ray.exceptions.AuthenticationError: a missing or wrong token
+        if "Authentication" not in type(exc).__name__:
+            raise
+        return f"the Ray cluster at {address!r} refused the connection: {exc}\n{TOKEN_HELP}"
+    return None

@@ -1,13 +1,7 @@
 """Results: two Parquet datasets per sweep, ``<sweep>/results/trials/`` and ``<sweep>/results/evaluations/``.
 
-Layout (a local folder or an ``s3://`` prefix, see :mod:`sweeplab.storage`)::
-
-    <sweep>/sweep.json                               the resolved spec, its fingerprint, the planned trials
-    <sweep>/fragments/<trial_id>/status.json         running / completed / failed / stopped, last metrics (driver)
-    <sweep>/fragments/<trial_id>/trial.parquet       the completed trial's row, written by its rank 0
-    <sweep>/results/evaluations/part-<trial_id>.parquet  the trial's evaluation rows (rank 0)
-    <sweep>/results/trials/part-<trial_id>.parquet       the trial's row, any status (driver, when the trial ends)
-    <sweep>/results/<table>/compacted-<generation>.parquet   earlier parts merged by :func:`compact`
+The tables' files (paths in :mod:`sweeplab.layout`): ``results/<table>/part-<trial_id>.parquet``, one per finished
+trial, and ``results/<table>/compacted-<generation>.parquet``, the earlier parts merged by :func:`compact`.
 
 Recording a trial's end writes one small file whatever the size of the sweep: finishing trial 10,000 costs what
 finishing trial 10 does. Each table is the newest ``compacted-*`` file plus the parts, a part replacing the rows
@@ -18,30 +12,24 @@ is written whole or not at all (:meth:`Location.write_bytes`). After compaction 
 file, which DuckDB, pandas and pyarrow read directly. Sweeps written by the earlier layout
 (``results/trials.parquet``) are read as they are and converted when resumed.
 
-:func:`trial_row` is the one function that builds a trial's row, for every status; column types come from
-:mod:`sweeplab.schema`.
+Who writes which part, and when, is :mod:`sweeplab.store`'s; column types come from :mod:`sweeplab.schema`.
 """
 from __future__ import annotations
 
-import datetime as dt
-import json
-import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-import sweeplab
-
-from . import config as C
+from . import layout as L
 from . import schema as S
 from .storage import Location, location
 
-TABLES = ("trials", "evaluations")
-PART, COMPACTED = "part-", "compacted-"
+TABLES = L.TABLES
 
 
 # ---------------------------------------------------------------- writing
@@ -64,115 +52,15 @@ def read_table(loc: Location) -> pa.Table:
         raise
 
 
-def fragment_dir(sweep: Location, trial_id: str) -> Location:
-    return location(sweep) / "fragments" / trial_id
-
-
-def part(sweep: Location, table: str, trial_id: str) -> Location:
-    return location(sweep) / "results" / table / f"{PART}{trial_id}.parquet"
-
-
-def trial_row(task, *, sweep: str, trial_id: str, status: str, values: dict[str, Any], seed: int | None,
-              error: str | None = None, metrics: dict[str, Any] | None = None, run: dict[str, Any] | None = None,
-              started_from: dict[str, str] | None = None) -> dict[str, Any]:
-    """The row of one trial in ``trials``, for every status.
-
-    ``values``: the trial's config values (defaults fill the rest; fields that do not apply are null);
-    ``metrics``: what the task reported (final metrics of a completed trial, the last report of a failed or
-    stopped one): only the metrics the task declares are kept, so Tune's bookkeeping (``hostname``, ``pid``, ...)
-    never becomes a column; ``run``: the core columns a finished trial knows (params, gmacs, device, times...).
-    """
-    if status not in S.STATUSES:
-        raise ValueError(f"status {status!r} is not one of {S.STATUSES}")
-    cfg = C.build(task.config, values)
-    row: dict[str, Any] = {"sweep": sweep, "task": task.name, "trial_id": trial_id, "status": status,
-                           "error": error, "seed": seed,
-                           "started_from": json.dumps(started_from, sort_keys=True) if started_from else None}
-    row.update({k: v for k, v in (run or {}).items() if k in S.CORE_NAMES})
-    row.update(C.scalar_columns(cfg))
-    for name in task.metrics:
-        if metrics and name in metrics:
-            row[S.metric_column(task, name)] = metrics[name]
-    return row
-
-
-def write_trial_result(sweep: Location, task, trial_id: str, row: dict[str, Any],
-                       evaluation_rows: list[dict[str, Any]]) -> None:
-    """Called by a trial's rank 0 when it finished evaluating: its evaluation part first, then its completed row
-    (the fragment's ``trial.parquet``, which marks the trial as done for a retry or a resume)."""
-    write_table(part(sweep, "evaluations", trial_id), S.table(evaluation_rows, S.evaluation_types(task)))
-    write_table(fragment_dir(sweep, trial_id) / "trial.parquet", S.table([row], S.trial_types(task)))
-
-
-def write_status(sweep: Location, trial_id: str, status: str, config: dict[str, Any], error: str | None = None,
-                 last_metrics: dict[str, Any] | None = None, seed: int | None = None) -> None:
-    """``status.json``: the trial's state as the driver sees it (running with its last metrics, then how it
-    ended); what ``sweeplab status`` reads while the sweep runs."""
-    doc = {"trial_id": trial_id, "status": status, "error": error, "config": config, "seed": seed,
-           "last_metrics": {k: v for k, v in (last_metrics or {}).items()
-                            if isinstance(v, (int, float, str)) and not isinstance(v, bool)}}
-    (fragment_dir(sweep, trial_id) / "status.json").write_text(json.dumps(doc, default=str, indent=1))
-
-
-def read_status(sweep: Location, trial_id: str) -> dict | None:
-    path = fragment_dir(sweep, trial_id) / "status.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-
-
-def completed_trial(sweep: Location, trial_id: str) -> dict | None:
-    """The finished trial's row (dict) when rank 0 wrote it, else None."""
-    path = fragment_dir(sweep, trial_id) / "trial.parquet"
-    try:
-        return read_table(path).to_pylist()[0]
-    except FileNotFoundError:
-        return None
-
-
-def record_trial(sweep: Location, task, *, sweep_name: str, trial_id: str, status: str, values: dict[str, Any],
-                 seed: int | None, error: str | None = None, last_metrics: dict[str, Any] | None = None,
-                 started_from: dict[str, str] | None = None) -> dict[str, Any]:
-    """Called by the driver when a trial ends: its ``status.json`` and its part of ``trials`` (one row, built by
-    :func:`trial_row`). Costs the same at any sweep size. Returns the row."""
-    done = completed_trial(sweep, trial_id)
-    if done is not None and status in ("completed", "failed"):
-        # rank 0 wrote the completed row; a trial that then failed (while reporting) keeps its results
-        row = {**done, "status": status, "error": error if status == "failed" else None}
-    else:
-        if status == "completed":  # Tune says completed but rank 0 never wrote its row: it cannot be trusted
-            status, error = "failed", error or "the trial ended without writing its results"
-        row = trial_row(task, sweep=sweep_name, trial_id=trial_id, status=status, values=values, seed=seed,
-                        error=error, metrics=last_metrics, started_from=started_from)
-    write_table(part(sweep, "trials", trial_id), S.table([row], S.trial_types(task)))
-    write_status(sweep, trial_id, row["status"], values, row["error"], last_metrics, seed)  # after: see recorded()
-    return row
-
-
-def recorded(sweep: Location, trial_id: str) -> bool:
-    """Whether the driver recorded the trial's end (its ``status.json`` is written after its part)."""
-    status = read_status(sweep, trial_id)
-    return status is not None and status["status"] in S.STATUSES
-
-
 # ---------------------------------------------------------------- compaction
-
-
-def _generation(loc: Location) -> int:
-    return int(loc.name[len(COMPACTED):].split(".")[0])
 
 
 def table_files(sweep: Location, table: str) -> tuple[Location | None, list[Location]]:
     """(the newest compacted file or None, the parts) of one table."""
-    files = (location(sweep) / "results" / table).files(".parquet")
-    compacted = [f for f in files if f.name.startswith(COMPACTED)]
-    return (max(compacted, key=_generation) if compacted else None,
-            [f for f in files if f.name.startswith(PART)])
-
-
-def _part_trial_id(loc: Location) -> str:
-    return loc.name[len(PART):-len(".parquet")]
+    files = L.table_dir(location(sweep), table).files(".parquet")
+    compacted = [f for f in files if f.name.startswith(L.COMPACTED)]
+    return (max(compacted, key=L.generation) if compacted else None,
+            [f for f in files if f.name.startswith(L.PART)])
 
 
 def _conform(tbl: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -187,25 +75,15 @@ def _conform(tbl: pa.Table, schema: pa.Schema) -> pa.Table:
 ROW_GROUP = 65536  # rows per row group of a compacted file: few row groups, so queries over it are fast
 
 
-def _task_schemas(sweep: Location) -> dict[str, pa.Schema] | None:
-    """The tables' schemas from the sweep's task (named in ``sweep.json``), or None when it cannot be had."""
-    from .task import get_task
-    info = read_sweep_info(sweep)
-    try:
-        task = get_task(info["task"]) if info else None
-    except KeyError:
-        return None
-    return {"trials": S.trials_schema(task), "evaluations": S.evaluations_schema(task)} if task else None
-
-
-def compact(sweep: str | Path | Location) -> dict[str, int]:
+def compact(sweep: str | Path | Location, task=None) -> dict[str, int]:
     """Merge each table's parts into a new compacted file, then delete what was merged; returns the row counts.
     Only one process may compact a sweep at a time: the sweep's driver at its end, or ``sweeplab compact`` under
     the sweep lock. Rows are streamed in row groups of :data:`ROW_GROUP`, so memory stays bounded; the schema is
-    the task's (or, when the task cannot be imported, the union of the parts' own schemas)."""
+    the ``task``'s (:func:`sweeplab.store.compact` passes the sweep's), or else the union of the parts' own
+    schemas."""
     sweep = location(sweep)
     _migrate_legacy(sweep)
-    declared = _task_schemas(sweep)
+    declared = {"trials": S.trials_schema(task), "evaluations": S.evaluations_schema(task)} if task else None
     counts = {}
     for name in TABLES:
         compacted, parts = table_files(sweep, name)
@@ -213,13 +91,12 @@ def compact(sweep: str | Path | Location) -> dict[str, int]:
         if not parts:
             counts[name] = old.metadata.num_rows if old else 0
             continue
-        replaced = pa.array(sorted(_part_trial_id(p) for p in parts))
+        replaced = pa.array(sorted(L.part_trial_id(p) for p in parts))
         schemas = [declared[name]] if declared else [pq.read_schema(p.path, filesystem=p.fs) for p in parts]
         if old is not None:
             schemas.insert(0, old.schema_arrow)
         target = pa.unify_schemas(schemas, promote_options="permissive")
-        gen = _generation(compacted) + 1 if compacted else 0
-        out = location(sweep) / "results" / name / f"{COMPACTED}{gen:06d}.parquet"
+        out = L.compacted(sweep, name, L.generation(compacted) + 1 if compacted else 0)
         pending: list[pa.Table] = []
         rows = 0
         with out.open_output() as sink, pq.ParquetWriter(sink, target) as writer:
@@ -250,9 +127,9 @@ def compact(sweep: str | Path | Location) -> dict[str, int]:
 def _migrate_legacy(sweep: Location) -> None:
     """A sweep of the earlier layout (``results/trials.parquet``): its tables become generation 0 of the new one."""
     for name in TABLES:
-        legacy = sweep / "results" / f"{name}.parquet"
+        legacy = L.legacy_table(sweep, name)
         if legacy.is_file():
-            (sweep / "results" / name / f"{COMPACTED}{0:06d}.parquet").write_bytes(legacy.read_bytes())
+            L.compacted(sweep, name, 0).write_bytes(legacy.read_bytes())
             legacy.delete()
 
 
@@ -260,36 +137,31 @@ def _migrate_legacy(sweep: Location) -> None:
 
 
 def sweep_location(target: str | Path | Location) -> Location:
-    """A spec file, a sweep folder or URI, or its ``results`` folder -> the sweep's location."""
+    """A sweep folder or URI, or its ``results`` folder -> the sweep's location (a spec file is the command
+    line's to resolve: :func:`sweeplab.service.sweep_of`)."""
     if isinstance(target, Location):
         return target
-    text = str(target)
-    if not text.startswith("s3://") and Path(text).is_file() and Path(text).suffix in (".yaml", ".yml"):
-        from .spec import load
-        return load(text).sweep_dir
     loc = location(target)
-    return loc.parent if loc.name == "results" and not (loc / "results").exists() else loc
+    return loc.parent if loc == L.results(loc.parent) and not L.results(loc).exists() else loc
 
 
 def has_results(sweep: Location) -> bool:
-    res = sweep / "results"
-    return bool((res / "trials").files(".parquet")) or (res / "trials.parquet").is_file()
+    return bool(L.table_dir(sweep, "trials").files(".parquet")) or L.legacy_table(sweep, "trials").is_file()
 
 
 def results_dir(target) -> Location:
     """The ``results`` folder of a sweep (FileNotFoundError when the sweep has written no table yet)."""
     sweep = sweep_location(target)
     if not has_results(sweep):
-        raise FileNotFoundError(f"no results under {sweep} (expected {sweep / 'results' / 'trials'}; "
+        raise FileNotFoundError(f"no results under {sweep} (expected {L.table_dir(sweep, 'trials')}; "
                                 "has the sweep run?)")
-    return sweep / "results"
+    return L.results(sweep)
 
 
 def table_dataset(target, name: str):
     """(pyarrow dataset of the compacted file or None, pyarrow dataset of the parts or None) of one table."""
-    import pyarrow.dataset as ds
     sweep = location(results_dir(target).parent)
-    legacy = sweep / "results" / f"{name}.parquet"
+    legacy = L.legacy_table(sweep, name)
     if legacy.is_file():
         return ds.dataset(legacy.path, filesystem=legacy.fs, format="parquet"), None
     compacted, parts = table_files(sweep, name)
@@ -298,13 +170,18 @@ def table_dataset(target, name: str):
     return mk([compacted] if compacted else []), mk(parts)
 
 
-def read_arrow(target, name: str) -> pa.Table:
-    """One whole table as Arrow: the compacted rows whose trial has no newer part, then the parts."""
+def read_arrow(target, name: str, trial_ids: list[str] | None = None,
+               columns: list[str] | None = None) -> pa.Table:
+    """One whole table as Arrow: the compacted rows whose trial has no newer part, then the parts. ``trial_ids``
+    and ``columns`` narrow the read (pushed down into the scan: a few rows of a 10,000-trial table are cheap)."""
     compacted, parts = table_dataset(target, name)
+    if columns is not None and "trial_id" not in columns:
+        columns = ["trial_id", *columns]
+    where = pc.field("trial_id").isin(trial_ids) if trial_ids is not None else None
     pieces = []
-    parts_tbl = parts.to_table() if parts is not None else None
+    parts_tbl = parts.to_table(columns=columns, filter=where) if parts is not None else None
     if compacted is not None:
-        tbl = compacted.to_table()
+        tbl = compacted.to_table(columns=columns, filter=where)
         if parts_tbl is not None and len(parts_tbl):
             tbl = tbl.filter(pc.invert(pc.is_in(tbl.column("trial_id"), value_set=pc.unique(
                 parts_tbl.column("trial_id")))))
@@ -326,7 +203,7 @@ def query(target, sql: str | None = None, note: Callable[[str], None] | None = N
     extension; DuckDB pushes column selections and filters down into the scan. SQL names are case-insensitive:
     of two columns that differ only in case (segmentation's ``K`` superpixels and ``k`` clusters), DuckDB renames
     the later one (``k_1``); ``note`` is told each such name."""
-    import duckdb
+    import duckdb  # deferred: a heavy import only queries need
     con = duckdb.connect()
     renamed: dict[str, str] = {}
     for name in TABLES:
@@ -351,76 +228,3 @@ def query(target, sql: str | None = None, note: Callable[[str], None] | None = N
     return con.execute(sql or "SELECT * FROM trials").df()
 
 
-# ---------------------------------------------------------------- the sweep as a whole
-
-
-def write_sweep_info(spec, planned: int, fingerprint: dict | None = None) -> None:
-    """``<sweep>/sweep.json``: what ``sweeplab status`` and ``compact`` need beside the fragments (the objective,
-    the number of trials planned), and the resolved spec a resume is checked against. Written by the driver when
-    the sweep starts or resumes."""
-    doc = {"name": spec.name, "task": spec.task.name, "metrics": spec.metrics, "modes": spec.modes,
-           "planned_trials": planned, "space": sorted(spec.space), "source": spec.source,
-           "resolved": fingerprint}
-    (location(spec.sweep_dir) / "sweep.json").write_text(json.dumps(doc, indent=1, default=str))
-
-
-def read_sweep_info(sweep: Location) -> dict | None:
-    try:
-        return json.loads((location(sweep) / "sweep.json").read_text())
-    except FileNotFoundError:
-        return None
-
-
-STATES = ("running", "completed", "stopped", "failed")
-
-
-def sweep_status(target) -> dict[str, Any]:
-    """The sweep as its storage shows it now: counts per state, every trial's last metrics, the best so far per
-    metric (over completed trials). Reads only files, so it works while the sweep runs, from any machine that
-    sees the storage."""
-    sweep = location(target)
-    info = read_sweep_info(sweep)
-    if info is None:
-        raise FileNotFoundError(f"no sweep under {sweep} (expected {sweep / 'sweep.json'}; has the sweep started?)")
-    trials = []
-    for frag in (sweep / "fragments").folders():
-        status, row = read_status(sweep, frag.name), completed_trial(sweep, frag.name)
-        if status is None and row is None:
-            continue
-        state = status["status"] if status else "running"  # rank 0 wrote its results, the driver not yet
-        metrics = dict(status["last_metrics"]) if status else {}
-        if row is not None:
-            metrics.update({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                            and k not in metrics and v is not None})
-        if state == "completed":
-            metrics["progress"] = 1.0
-        trials.append({"trial_id": frag.name, "status": state, "config": status["config"] if status else {},
-                       "metrics": metrics, "error": status.get("error") if status else None})
-    counts = {s: sum(t["status"] == s for t in trials) for s in STATES}
-    best = {}
-    for metric, mode in zip(info["metrics"], info["modes"]):
-        scored = [t for t in trials if t["status"] == "completed" and isinstance(t["metrics"].get(metric),
-                                                                                 (int, float))]
-        if scored:
-            pick = (min if mode == "min" else max)(scored, key=lambda t: t["metrics"][metric])
-            best[metric] = {"value": pick["metrics"][metric], "mode": mode, "trial_id": pick["trial_id"],
-                            "config": {k: pick["config"].get(k) for k in info["space"]}}
-    pending = max(info["planned_trials"] - len(trials), 0)
-    return {**info, "counts": {**counts, "pending": pending}, "best": best, "trials": trials}
-
-
-def code_version() -> str:
-    """Package version plus the git commit of the checkout (``+dirty`` with uncommitted changes)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = "", ""
-    return f"{sweeplab.__version__}+{sha}{'.dirty' if dirty else ''}" if sha else sweeplab.__version__
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)

@@ -9,6 +9,7 @@ The README's column table is checked against :data:`TRIAL_COLUMNS` by a test.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import typing
 from typing import Any
 
@@ -43,7 +44,29 @@ TRIAL_COLUMNS: tuple[tuple[str, type, str], ...] = (
     ("ended_at", dt.datetime, "when it finished evaluating (completed trials)"),
 )
 CORE_NAMES = tuple(name for name, _, _ in TRIAL_COLUMNS)
-STATUSES = ("completed", "failed", "stopped")
+CORE_METRICS = ("params", "gmacs", "train_seconds")  # what every completed trial reports besides its task's metrics
+
+
+class TrialState(str, enum.Enum):
+    """The one list of a trial's states. ``running`` while its driver reports it; then exactly one of the
+    finished states, recorded once (``status`` column, ``status.json``). ``interrupted`` is never written: it is
+    what ``sweeplab status`` shows for a trial last seen running whose sweep has no live driver (killed or
+    stopped), until a resume runs it again."""
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+    @classmethod
+    def finished(cls) -> tuple["TrialState", ...]:
+        """The states a trial ends in (what the ``status`` column holds)."""
+        return cls.COMPLETED, cls.FAILED, cls.STOPPED
 
 
 def arrow_type(tp: Any) -> pa.DataType:

@@ -3,80 +3,18 @@
 The samplers' space is define-by-run (:class:`ConditionalSpace`): a field is suggested only where its ``when``
 conditions hold, as in Optuna's own conditional spaces, so no trial carries a value that does not apply to it. The
 same space serves the in-process runner (``study.ask()`` then :func:`suggest`) and Ray Tune (``OptunaSearch``).
+Optuna and Ray are imported inside the functions that use them (deferred: heavy imports a grid sweep, the parser
+and the other commands never need).
 """
 from __future__ import annotations
 
-import itertools
+import pickle
 import warnings
 from typing import Any
 
 from . import config as C
-from .spec import Distribution, Spec
-from .trial import SEED_KEY, split_params, trial_seed
-
-
-def grid_points(spec: Spec) -> list[dict[str, Any]]:
-    """Every trial of a grid sweep, in a fixed order: the product of the listed values, then the ``include``
-    points; all repeated ``num_samples`` times. An empty space is one trial of the fixed config, or none when
-    there are ``include`` points (a sweep of listed trials only, e.g. the rows of an ablation table). Config values
-    only (see :func:`seeded_grid` for the seeds)."""
-    keys = list(spec.space)
-    combos = ([dict(zip(keys, vals)) for vals in itertools.product(*(spec.space[k] for k in keys))]
-              if keys or not spec.include else [])
-    points = combos + [dict(p) for p in spec.include]
-    return [{**spec.config, **p} for _ in range(spec.num_samples) for p in points]
-
-
-def seeded_grid(spec: Spec) -> list[dict[str, Any]]:
-    """The grid's trials, each with its seed under ``SEED_KEY`` (trial i gets ``trial_seed(spec.seed, i)``)."""
-    return [{**p, SEED_KEY: trial_seed(spec.seed, i)} for i, p in enumerate(grid_points(spec))]
-
-
-def planned_trials(spec: Spec) -> int:
-    """How many trials the sweep runs: every grid point, or ``num_samples`` draws of a sampler."""
-    return len(grid_points(spec)) if spec.algorithm == "grid" else spec.num_samples
-
-
-def _extremes(dist: Distribution) -> tuple:
-    """The values of a dimension that cross-field checks must see: each choice, or a range's two bounds."""
-    if dist.kind == "choice":
-        return dist.args
-    low, high = dist.args
-    return (low, high - 1) if dist.kind == "randint" else (low, high)
-
-
-_MISSING = object()
-
-
-def trial_points(spec: Spec) -> list[dict[str, Any]]:
-    """The distinct config values a spec's trials can have, for checks before anything starts: each grid point;
-    for a sampler, the fixed config with one dimension at a time set to each of its choices or range bounds."""
-    if spec.algorithm == "grid":
-        points = grid_points(spec)
-    else:
-        points = [{**spec.config, k: v} for k, d in spec.space.items() for v in _extremes(d)] or [spec.config]
-    return list({tuple(sorted(p.items())): p for p in points}.values())
-
-
-def check_points(spec: Spec) -> list[str]:
-    """The config's cross-field problems (its ``check``) on every point of :func:`trial_points`. Each distinct
-    problem is reported once: as a ``config`` problem when every point has it, else with the values of the first
-    point that has it."""
-    if getattr(spec.task.config, "check", None) is None:
-        return []
-    unique = trial_points(spec)
-    found: dict[str, list[dict]] = {}
-    for point in unique:  # values already coerced: the dataclass's own check is all that is left of C.build
-        for problem in spec.task.config(**point).check():
-            found.setdefault(problem, []).append(point)
-    out = []
-    for problem, where in found.items():
-        varied = {k: v for k, v in where[0].items() if spec.config.get(k, _MISSING) != v}
-        if len(where) == len(unique) or not varied:
-            out.append(f"config: {problem}")
-        else:
-            out.append(f"search: {problem} (in the trial with {', '.join(f'{k}={v}' for k, v in varied.items())})")
-    return out
+from .plan import SEED_KEY, Distribution, seeded_grid, split_params, trial_seed
+from .spec import Spec
 
 
 def _dependency_order(infos: dict[str, C.FieldInfo], names: list[str]) -> list[str]:
@@ -184,8 +122,6 @@ def _tune_domain(dist: Distribution):
 def _grid_searcher(size: int):
     """A Tune searcher suggesting the grid's trials in order, each as its index; saved and restored with the
     experiment (for ``sweeplab resume``)."""
-    import pickle
-
     from ray.tune.search import Searcher
 
     class GridSearcher(Searcher):

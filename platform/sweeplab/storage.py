@@ -205,6 +205,21 @@ class Location:
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode())
 
+    def append_text(self, text: str) -> None:
+        """Add ``text`` at the end of the file (created when missing). Locally an ``O_APPEND`` write; object
+        storage cannot append, so there the file is read and written whole (fine for small, throttled logs)."""
+        if self.is_s3:
+            try:
+                old = self.read_bytes()
+            except FileNotFoundError:
+                old = b""
+            self.write_bytes(old + text.encode())
+            return
+        path = Path(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+
     def create_exclusive(self, data: bytes) -> bool:
         """Create the file only if it does not exist; True when this call created it."""
         if self.is_s3:
@@ -250,18 +265,26 @@ def _sync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def storage_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a sweep's storage (None when it can): the one statement of the storage rules. A local
+    path (relative ones are taken from the working directory), or ``s3://bucket[/prefix]``; no other scheme."""
+    if text.startswith(S3_SCHEME):
+        return None if text[len(S3_SCHEME):].strip("/") else f"{text!r} names no bucket (s3://bucket/prefix)"
+    if "://" in text:
+        return f"{text!r}: use a folder every node shares or an s3:// URI"
+    return None
+
+
 def location(target: "str | os.PathLike | Location") -> Location:
-    """``s3://bucket/prefix`` or a local path (made absolute) as a :class:`Location`."""
+    """``s3://bucket/prefix`` or a local path (made absolute) as a :class:`Location` (ValueError naming the
+    problem for anything else, see :func:`storage_problem`)."""
     if isinstance(target, Location):
         return target
     text = os.fspath(target)
+    if (problem := storage_problem(text)) is not None:
+        raise ValueError(problem)
     if text.startswith(S3_SCHEME):
-        path = text[len(S3_SCHEME):].strip("/")
-        if not path:
-            raise ValueError(f"{text!r}: an S3 URI needs a bucket (s3://bucket/prefix)")
-        return Location(s3_filesystem(), path)
-    if "://" in text:
-        raise ValueError(f"{text!r}: only local folders and s3:// URIs are supported")
+        return Location(s3_filesystem(), text[len(S3_SCHEME):].strip("/"))
     return Location(pafs.LocalFileSystem(), Path(text).expanduser().resolve().as_posix())
 
 

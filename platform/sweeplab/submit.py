@@ -7,7 +7,11 @@ token authentication a token is found (``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH
 
 What travels with the job (its runtime environment):
 
-* ``working_dir``: a folder holding only the spec file, so the job's ``sweeplab run`` reads the same spec.
+* ``working_dir``: a folder holding only the spec file, so the job's ``sweeplab run`` reads the same spec. A spec
+  that ``extends`` others travels merged into one file of the same name (a comment on top names the files it came
+  from), ``name`` written out: the job then needs none of the base files, and cannot see a base that changed here
+  after submitting. Shipping the bases instead would need their relative paths kept, which a base outside the
+  spec's folder (``extends: ../base.yaml``) does not allow. A spec that extends nothing is copied as written.
 * ``py_modules``: the ``sweeplab`` package as installed here, tasks included (what the project's wheel holds),
   plus any ``--py-module`` folders. Ray puts them first on every worker's ``PYTHONPATH``, so the cluster runs
   this code without a new image. A ``.whl`` is not used: Ray would ``pip install`` it with its dependencies on
@@ -24,6 +28,7 @@ the filesystem handed to Ray pickles without them (:class:`sweeplab.storage.EnvS
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import getpass
 import json
@@ -38,8 +43,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-TOKEN_HELP = ("put the cluster's token in ~/.ray/auth_token, or export RAY_AUTH_TOKEN=<token> "
-              "(or RAY_AUTH_TOKEN_PATH=<file>); on the head node `ray get-auth-token` prints it")
+import yaml
+
+import sweeplab
+import sweeplab.tasks
+
+from .ray_runner import TOKEN_HELP
+from .service import SweepError, prepare
+from .spec import Spec, SpecError
+from .store import code_version
+from .task import TASK_MODULES_ENV
+
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 S3_FORWARDED = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
 
@@ -105,13 +119,9 @@ def check_cluster(url: str, timeout: float = 5.0) -> dict[str, str]:
     return headers
 
 
-def _storage_problem(spec_path: Path, overrides: list[str]) -> str | None:
+def _storage_problem(spec: Spec) -> str | None:
     """A relative storage path would land in the job's temporary working folder on the head node."""
-    import yaml
-    from .spec import apply_overrides
-    raw = yaml.safe_load(spec_path.read_text()) or {}
-    apply_overrides(raw, overrides, None)  # `storage` is a top-level key; load() already reported other problems
-    storage = str(raw.get("storage", "results"))
+    storage = spec.storage_text
     if storage.startswith("s3://") or os.path.isabs(os.path.expanduser(storage)):
         return None
     return (f"storage {storage!r} is a relative path: a submitted sweep runs in a temporary folder on the head "
@@ -121,8 +131,6 @@ def _storage_problem(spec_path: Path, overrides: list[str]) -> str | None:
 def package_dir(stage: Path) -> Path:
     """The ``sweeplab`` package as installed here, tasks included, copied to ``stage/sweeplab``. An editable
     install keeps the tasks in another folder (``tasks/``), so both are copied into one tree."""
-    import sweeplab
-    import sweeplab.tasks
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     out = stage / "sweeplab"
     shutil.copytree(Path(sweeplab.__file__).parent, out, ignore=ignore)
@@ -132,13 +140,21 @@ def package_dir(stage: Path) -> Path:
     return out
 
 
-def build_job(spec_path: Path, overrides: list[str], stage: Path, *, resume: bool, py_modules: list[str],
+def _write_spec(spec: Spec, out: Path) -> None:
+    """The spec for the job's working folder: the file itself, or merged with its bases into one file."""
+    if len(spec.files) <= 1:
+        shutil.copy2(spec.source, out)
+        return
+    doc = {"name": Path(spec.source).stem, **spec.document}  # the name the spec file gives, or its stem
+    out.write_text(f"# {Path(spec.source).name} merged with the specs it extends ({' -> '.join(spec.files)})\n"
+                   + yaml.safe_dump(doc, sort_keys=False))
+
+
+def build_job(spec: Spec, overrides: list[str], stage: Path, *, resume: bool, py_modules: list[str],
               env: list[str]) -> dict:
-    """The keyword arguments of ``JobSubmissionClient.submit_job`` (the spec already validated)."""
-    from .results import code_version
-    from .spec import load
-    from .task import TASK_MODULES_ENV
-    spec = load(spec_path, overrides)
+    """The keyword arguments of ``JobSubmissionClient.submit_job`` (``spec`` as :func:`sweeplab.spec.load` read
+    it, with the same ``overrides``)."""
+    spec_path = Path(spec.source)
     env_vars = {"RAY_TRAIN_V2_ENABLED": "1"}
     if os.environ.get(TASK_MODULES_ENV):
         env_vars[TASK_MODULES_ENV] = os.environ[TASK_MODULES_ENV]
@@ -156,7 +172,7 @@ def build_job(spec_path: Path, overrides: list[str], stage: Path, *, resume: boo
             raise SubmitError(f"--py-module {mod}: no such file or folder", 2)
     workdir = stage / "workdir"
     workdir.mkdir(parents=True)
-    shutil.copy2(spec_path, workdir / spec_path.name)
+    _write_spec(spec, workdir / spec_path.name)
     command = ["python", "-m", "sweeplab.cli", "resume" if resume else "run", spec_path.name, "--address", "auto"]
     if overrides:
         command += ["--set", *overrides]
@@ -175,7 +191,6 @@ def build_job(spec_path: Path, overrides: list[str], stage: Path, *, resume: boo
 
 def follow(client, job_id: str) -> str:
     """Print the job's logs as they come; return its final status."""
-    import asyncio
 
     async def tail():
         async for lines in client.tail_job_logs(job_id):
@@ -205,21 +220,22 @@ def _submit_job(client, job: dict, patience_s: float = 90.0) -> str:
 
 def submit(spec_path: str, overrides: list[str], address: str, *, wait: bool = False, resume: bool = False,
            py_modules: list[str] = (), env: list[str] = ()) -> int:
-    from .spec import SpecError, load
-    path = Path(spec_path)
     try:
-        load(path, overrides)
+        spec = prepare(spec_path, overrides)  # the one reading and parsing of the spec
     except SpecError as exc:
         print(f"error: invalid sweep spec {exc}\nnothing was submitted", file=sys.stderr)
         return 2
+    except SweepError as exc:
+        print(f"error: {exc}\nnothing was submitted", file=sys.stderr)
+        return exc.code
     try:
-        if problem := _storage_problem(path, overrides):
+        if problem := _storage_problem(spec):
             raise SubmitError(problem, 2)
         url = dashboard_url(address)
         headers = check_cluster(url)
-        from ray.job_submission import JobSubmissionClient
+        from ray.job_submission import JobSubmissionClient  # deferred: Ray is heavy
         with tempfile.TemporaryDirectory(prefix="sweeplab-submit-") as tmp:
-            job = build_job(path, overrides, Path(tmp), resume=resume, py_modules=list(py_modules), env=list(env))
+            job = build_job(spec, overrides, Path(tmp), resume=resume, py_modules=list(py_modules), env=list(env))
             client = JobSubmissionClient(url, headers=headers)
             job_id = _submit_job(client, job)
     except SubmitError as exc:

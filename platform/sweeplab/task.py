@@ -15,6 +15,11 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+import sweeplab.tasks as pkg
+
+from . import config as C
+from .schema import arrow_type
+
 
 @dataclasses.dataclass
 class Evaluation:
@@ -124,8 +129,6 @@ def register_task(task: Task) -> Task:
         raise ValueError(f"task {task.name!r} is registered twice")
     if not dataclasses.is_dataclass(task.config):
         raise TypeError(f"task {task.name!r}: config must be a dataclass")
-    from . import config as C
-    from .schema import arrow_type
     C.fields(task.config)  # checks the conditions between fields
     for what, columns in (("metrics", task.metrics), ("eval_columns", task.eval_columns)):
         for col, tp in columns.items():
@@ -148,7 +151,6 @@ def _discover() -> None:
     """Import every task package under ``sweeplab.tasks``, then the modules named (comma-separated) in
     ``$SWEEPLAB_TASK_MODULES``: tasks kept outside this repository, importable on every node (``PYTHONPATH``,
     or ``sweeplab submit --py-module``)."""
-    import sweeplab.tasks as pkg
     names = [f"{pkg.__name__}.{mod.name}" for mod in pkgutil.iter_modules(pkg.__path__) if mod.ispkg]
     names += list(filter(None, (m.strip() for m in os.environ.get(TASK_MODULES_ENV, "").split(","))))
     for name in names:

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import results
+from . import config as C
+from . import store
 from . import schema as S
 from .cost import model_cost
 from .storage import location
@@ -25,24 +26,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-SEED_KEY = "_seed"  # a trial's seed travels with its config under this key (not a config name)
-
-
-def trial_seed(spec_seed: int, number: int) -> int:
-    """The seed of the sweep's trial ``number`` (the grid's order, or the sampler's trial number): different for
-    every trial, and the same for the same spec seed and trial on both runners (numpy's ``SeedSequence`` mixes the
-    two, so nearby spec seeds do not share trial seeds)."""
-    return int(np.random.SeedSequence([spec_seed, number]).generate_state(1)[0])
-
-
-def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """A trial's params -> (config values, seed)."""
-    return {k: v for k, v in params.items() if not k.startswith("_")}, int(params[SEED_KEY])
-
-
 def full_config(task: Task, values: dict[str, Any]) -> dict[str, Any]:
     """Every config value of a trial (defaults filled in), JSON-able: what its artifacts are described by."""
-    from . import config as C
     return {k: list(v) if isinstance(v, tuple) else v for k, v in C.to_dict(C.build(task.config, values)).items()}
 
 
@@ -54,7 +39,7 @@ def finite_number(v: Any) -> bool:
 def _reported(task: Task, row: dict[str, Any]) -> dict[str, Any]:
     """What a completed trial reports to Tune: its finite metrics (by column name), params, GMACs, time."""
     report = {S.metric_column(task, m): row.get(S.metric_column(task, m)) for m in task.metrics}
-    report.update({k: row.get(k) for k in ("params", "gmacs", "train_seconds")})
+    report.update({k: row.get(k) for k in S.CORE_METRICS})
     return {k: v for k, v in report.items() if finite_number(v)}
 
 
@@ -78,10 +63,9 @@ def check_declared(task: Task, metrics: dict[str, Any], rows: list[dict[str, Any
 def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: str, sweep_dir, code_version: str,
               started_from: dict[str, str] | None = None) -> dict[str, Any]:
     """Build the config, train, evaluate on rank 0, write the trial's results, report the final metrics."""
-    from . import config as C
     cfg = C.build(task.config, values)
     seed_everything(ctx.seed + ctx.rank)
-    started = results.now()
+    started = store.now()
     t0 = time.perf_counter()
     data = task.load_data(cfg)
     state = task.train(cfg, data, ctx)
@@ -94,11 +78,11 @@ def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: s
         run = {"params": cost.params, "gmacs": cost.gmacs, "gmacs_convention": cost.convention,
                "input_shape": cost.shape_text, "components": json.dumps(cost.components) if cost.components
                else None, "train_seconds": train_seconds, "device": str(ctx.device), "num_workers": ctx.world_size,
-               "code_version": code_version, "started_at": started, "ended_at": results.now()}
-        row = results.trial_row(task, sweep=sweep, trial_id=ctx.trial_id, status="completed", values=values,
+               "code_version": code_version, "started_at": started, "ended_at": store.now()}
+        row = store.trial_row(task, sweep=sweep, trial_id=ctx.trial_id, status="completed", values=values,
                                 seed=ctx.seed, metrics=evaluation.metrics, run=run, started_from=started_from)
         rows = [{"sweep": sweep, "task": task.name, "trial_id": ctx.trial_id, **r} for r in evaluation.rows]
-        results.write_trial_result(location(sweep_dir), task, ctx.trial_id, row, rows)
+        store.write_trial_result(location(sweep_dir), task, ctx.trial_id, row, rows)
         final = _reported(task, row)
     ctx.report({**final, FINAL_KEY: 1})
     return final

@@ -13,7 +13,7 @@ import torch
 from sweeplab import cli, results
 from sweeplab.config import build
 from sweeplab.context import LocalContext
-from sweeplab.search import grid_points
+from sweeplab.plan import grid_points
 from sweeplab.spec import SpecError, load
 from sweeplab.tasks.registration import data, train
 from sweeplab.tasks.registration.config import RegistrationConfig

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sweeplab import cli, results
-from sweeplab.search import grid_points
+from sweeplab import cli, results, store
+from sweeplab.plan import grid_points
 from sweeplab.spec import load
 
 SWEEPS = Path(__file__).parents[2] / "sweeps"

@@ -1,0 +1,129 @@
+"""Running one sweep: the lifecycle every runner shares, behind one small backend interface.
+
+``sweeplab run`` and ``resume``, the benchmarks and the tests all go through :func:`run_sweep`; the command line
+only parses arguments and renders. The steps, in order:
+
+1. :func:`prepare`: read and parse the spec (no I/O beyond the file), then resolve ``from_trials`` in storage and
+   check the bucket of an ``s3://`` sweep. Problems are a :class:`~sweeplab.spec.SpecError` (exit 2) or a
+   :class:`SweepError` naming the storage (exit 1).
+2. :func:`run_sweep`: refuse a ``run`` over an existing sweep, a ``resume`` of nothing, a resume with the other
+   runner (the sweep's trial ids are that runner's) and a resume whose spec changed (exit 2, every change listed);
+   take the driver lock (:mod:`sweeplab.lock`) and check again under it; start the backend; write ``sweep.json``
+   (:func:`sweeplab.store.write_sweep_info`: the plan, the fingerprint, the runner); run the trials; the backend
+   compacts the tables at the end.
+
+A backend (submitit's debug and cluster executors are the model: one interface, the in-process one being the
+cluster one minus the cluster) is :class:`sweeplab.local.LocalBackend` (every trial in this process, pdb works)
+or :class:`sweeplab.ray_runner.RayBackend` (Ray Tune, embedded or on a cluster).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Protocol
+
+from . import store
+from .artifacts import resolve_sources
+from .lock import DriverLock
+from .plan import planned_trials
+from .results import sweep_location
+from .fingerprint import changes_since, stored_fingerprint
+from .spec import Spec, SpecError, load
+from .storage import Location, check_bucket
+
+
+class SweepError(Exception):
+    """A sweep that cannot start or go on; ``code`` is the exit code (1 a runtime problem, 2 bad input)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class Backend(Protocol):
+    """What runs a sweep's trials. ``name`` (``local`` or ``ray``) is recorded in ``sweep.json``: trial ids are a
+    runner's own, so a sweep is resumed by the runner that started it."""
+    name: str
+
+    def start(self) -> None:
+        """Get ready to run (connect to or start a cluster); :class:`SweepError` when it cannot."""
+
+    def run(self, spec: Spec, code_version: str, resume: bool) -> dict[str, int]:
+        """Run (or continue) every planned trial, record each one's end, compact the tables; returns counts
+        (``trials``, ``failed``, ...)."""
+
+
+@dataclasses.dataclass
+class Outcome:
+    counts: dict[str, int]
+
+    @property
+    def code(self) -> int:
+        """The exit code: 1 when some trial failed."""
+        return 1 if self.counts.get("failed") else 0
+
+
+def is_spec_file(target: str | Path) -> bool:
+    text = str(target)
+    return not text.startswith("s3://") and Path(text).is_file() and Path(text).suffix in (".yaml", ".yml")
+
+
+def sweep_of(target: str | Path | Location, overrides: list[str] = ()) -> Location:
+    """A spec file (with its ``--set`` values, which may move the sweep: ``name``, ``storage``), a sweep folder or
+    URI, or its ``results`` folder -> the sweep's location. Parsing reads nothing but the file."""
+    if not isinstance(target, Location) and is_spec_file(target):
+        return load(target, list(overrides)).sweep_dir
+    return sweep_location(target)
+
+
+def prepare(path: str | Path, overrides: list[str] = ()) -> Spec:
+    """The spec of ``path`` ready to run: parsed, its ``from_trials`` resolved, its bucket reachable."""
+    spec = resolve_sources(load(path, list(overrides)))
+    if (problem := check_bucket(spec.sweep_dir)) is not None:  # a missing bucket or a dead endpoint: say so now
+        raise SweepError(f"storage {spec.storage}: {problem}")
+    return spec
+
+
+def start_problem(spec: Spec, backend: Backend, resume: bool) -> str | None:
+    """Why this sweep folder cannot be run (``run`` on a started sweep) or resumed (nothing to resume, or it was
+    started by the other runner)."""
+    sweep = spec.sweep_dir
+    runner = store.sweep_runner(sweep)
+    hint = spec.source if spec.source != "<spec>" else "SPEC"
+    if resume and runner is None:
+        return f"nothing to resume in {sweep} (start the sweep with `sweeplab run`)"
+    if resume and runner != backend.name:  # trial ids are the runner's own: the other one would rerun every trial
+        if runner == "local":
+            return f"{sweep} was run with --local, whose trial ids it holds: resume it with --local " \
+                   f"(`sweeplab resume {hint} --local`)"
+        return f"{sweep} was run on Ray, whose trial ids it holds: resume it without --local (`sweeplab resume {hint}`)"
+    if not resume and runner is not None:
+        return (f"{sweep} already holds this sweep: continue it with `sweeplab resume {hint}` or choose another "
+                "name (--set name=...) or storage")
+    return None
+
+
+def run_sweep(spec: Spec, backend: Backend, *, resume: bool = False,
+              say: Callable[[str], None] = print) -> Outcome:
+    """Run or resume one sweep (see the module docstring for the steps). :class:`SweepError` for what stops it
+    before any trial runs; :class:`sweeplab.lock.LockHeld` when another driver holds the sweep."""
+    if (problem := start_problem(spec, backend, resume)) is not None:  # at once, before any wait for the lock
+        raise SweepError(problem)
+    if resume and (changed := changes_since((store.read_sweep_info(spec.sweep_dir) or {}).get("resolved"), spec)):
+        raise SweepError(f"cannot resume {spec.sweep_dir}: the spec changed since the sweep started, and its trials "
+                         "would mix two sweeps:\n" + "".join(f"  - {c}\n" for c in changed) +
+                         "restore those values, or run the new spec as a new sweep (--set name=...)", code=2)
+    try:
+        lock = DriverLock(spec.sweep_dir)
+    except ValueError as exc:  # a bad $SWEEPLAB_LOCK_TTL_S
+        raise SweepError(str(exc), code=2) from None
+    with lock:
+        if (problem := start_problem(spec, backend, resume)) is not None:  # another driver may have run it meanwhile
+            raise SweepError(problem)
+        say(f"sweep {spec.name}: task {spec.task.name}, search {spec.algorithm}, results in {spec.sweep_dir}")
+        backend.start()
+        store.write_sweep_info(spec, planned_trials(spec), stored_fingerprint(spec), runner=backend.name)
+        return Outcome(backend.run(spec, store.code_version(), resume))
+
+
+__all__ = ["Backend", "Outcome", "SpecError", "SweepError", "prepare", "run_sweep", "start_problem", "sweep_of"]

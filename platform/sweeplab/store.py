@@ -1,0 +1,296 @@
+"""The sweep's records: what is written about the sweep and each trial, by whom and in which order.
+
+Read as Optuna documents its storages, every fact has one writer (paths in :mod:`sweeplab.layout`):
+
+* ``sweep.json`` (:func:`write_sweep_info`): the driver, when the sweep starts, resumes or is extended: the
+  resolved spec and its fingerprint, the planned trials, and the runner (``local`` or ``ray``) whose trial ids the
+  sweep holds.
+* ``fragments/<id>/status.json`` (:func:`write_status`): the driver only. ``running`` when the trial starts, then
+  rewritten with its last metrics as it reports (every few seconds at most), then once with the state it ended in
+  (:func:`record_trial`).
+* ``fragments/<id>/trial.parquet`` and ``results/evaluations/part-<id>.parquet`` (:func:`write_trial_result`):
+  the trial's rank 0, once its evaluation is done: the evaluation rows first, then the completed row, which
+  marks the trial as done for a retry or a resume.
+* ``results/trials/part-<id>.parquet`` (:func:`record_trial`): the driver, when the trial ends (any state), then
+  ``status.json`` with that state: a ``status.json`` in a finished state means the part is there
+  (:func:`recorded`).
+
+A driver that dies between two of these steps leaves a state the next driver completes (a completed row with no
+part is recorded on resume) and ``sweeplab status`` explains (a trial last seen running in a sweep whose driver
+holds no live lock is ``interrupted``). Trial states are :class:`sweeplab.schema.TrialState`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import sweeplab
+
+from . import config as C
+from . import layout as L
+from . import results
+from . import schema as S
+from .lock import driver_alive
+from .storage import Location, location
+from .task import get_task
+
+State = S.TrialState
+STATUS_EVERY_S = 2.0  # a running trial's status.json and report history are written at most this often
+
+
+def trial_row(task, *, sweep: str, trial_id: str, status: str, values: dict[str, Any], seed: int | None,
+              error: str | None = None, metrics: dict[str, Any] | None = None, run: dict[str, Any] | None = None,
+              started_from: dict[str, str] | None = None) -> dict[str, Any]:
+    """The row of one trial in ``trials``, for every finished state.
+
+    ``values``: the trial's config values (defaults fill the rest; fields that do not apply are null);
+    ``metrics``: what the task reported (final metrics of a completed trial, the last report of a failed or
+    stopped one): only the metrics the task declares are kept, so Tune's bookkeeping (``hostname``, ``pid``, ...)
+    never becomes a column; ``run``: the core columns a finished trial knows (params, gmacs, device, times...).
+    """
+    if status not in State.finished():
+        raise ValueError(f"status {status!r} is not one of {[str(s) for s in State.finished()]}")
+    cfg = C.build(task.config, values)
+    row: dict[str, Any] = {"sweep": sweep, "task": task.name, "trial_id": trial_id, "status": str(status),
+                           "error": error, "seed": seed,
+                           "started_from": json.dumps(started_from, sort_keys=True) if started_from else None}
+    row.update({k: v for k, v in (run or {}).items() if k in S.CORE_NAMES})
+    row.update(C.scalar_columns(cfg))
+    for name in task.metrics:
+        if metrics and name in metrics:
+            row[S.metric_column(task, name)] = metrics[name]
+    return row
+
+
+def write_trial_result(sweep: Location, task, trial_id: str, row: dict[str, Any],
+                       evaluation_rows: list[dict[str, Any]]) -> None:
+    """Called by a trial's rank 0 when it finished evaluating: its evaluation part first, then its completed row
+    as its part of ``trials`` (which marks the trial as done for a retry, a resume and every reader)."""
+    sweep = location(sweep)
+    results.write_table(L.part(sweep, "evaluations", trial_id), S.table(evaluation_rows, S.evaluation_types(task)))
+    results.write_table(L.part(sweep, "trials", trial_id), S.table([row], S.trial_types(task)))
+
+
+def write_status(sweep: Location, trial_id: str, status: str, config: dict[str, Any], error: str | None = None,
+                 last_metrics: dict[str, Any] | None = None, seed: int | None = None) -> None:
+    """``status.json``: the trial's state as the driver sees it (running with its last metrics, then how it
+    ended); what ``sweeplab status`` reads while the sweep runs."""
+    doc = {"trial_id": trial_id, "status": str(status), "error": error, "config": config, "seed": seed,
+           "last_metrics": {k: v for k, v in (last_metrics or {}).items()
+                            if isinstance(v, (int, float, str)) and not isinstance(v, bool)}}
+    L.status_file(location(sweep), trial_id).write_text(json.dumps(doc, default=str, indent=1))
+
+
+def read_status(sweep: Location, trial_id: str) -> dict | None:
+    try:
+        return json.loads(L.status_file(location(sweep), trial_id).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def trial_rows(sweep: Location, trial_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The rows of the ``trials`` table (of ``trial_ids`` only, when given) by trial id: every finished trial's
+    state, as every reader sees it."""
+    sweep = location(sweep)
+    if not results.has_results(sweep):
+        return {}
+    return {r["trial_id"]: r for r in results.read_arrow(sweep, "trials", trial_ids).to_pylist()}
+
+
+class Progress:
+    """The driver's record of one running trial: its ``status.json`` (running, last metrics) and the history of
+    every report, ``reports.jsonl`` (one JSON object a line: what the dashboard's learning curves read), both
+    written at most every :data:`STATUS_EVERY_S` and when the trial ends (:meth:`flush`). The same on both
+    runners."""
+
+    def __init__(self, sweep: Location, trial_id: str, values: dict[str, Any], seed: int | None):
+        self.sweep, self.trial_id, self.values, self.seed = location(sweep), trial_id, values, seed
+        self.pending: list[dict[str, Any]] = []
+        self.last: dict[str, Any] = {}
+        self.written = -math.inf
+
+    def started(self) -> "Progress":
+        write_status(self.sweep, self.trial_id, State.RUNNING, self.values, seed=self.seed)
+        self.written = time.monotonic()
+        return self
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        self.last = dict(metrics)
+        self.pending.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))
+                             and not isinstance(v, bool) and math.isfinite(v)})
+        if time.monotonic() - self.written >= STATUS_EVERY_S:
+            self.flush()
+
+    def flush(self, state: State = State.RUNNING) -> None:
+        if self.pending:
+            L.reports(self.sweep, self.trial_id).append_text("".join(json.dumps(r) + "\n" for r in self.pending))
+            self.pending.clear()
+        if state == State.RUNNING:
+            write_status(self.sweep, self.trial_id, state, self.values, last_metrics=self.last, seed=self.seed)
+        self.written = time.monotonic()
+
+
+def read_reports(sweep: Location, trial_id: str) -> list[dict[str, Any]]:
+    """Every report the trial made, in order, across its attempts (a line cut short by a crash is skipped)."""
+    try:
+        text = L.reports(location(sweep), trial_id).read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def completed_trial(sweep: Location, trial_id: str) -> dict | None:
+    """The trial's row when it completed (its rank 0 wrote it), else None. A sweep written by the earlier layout
+    may hold it only in ``fragments/<id>/trial.parquet``, where rank 0 wrote it then."""
+    sweep = location(sweep)
+    row = trial_rows(sweep, [trial_id]).get(trial_id)
+    if row is None:
+        try:
+            row = results.read_table(L.legacy_completed_row(sweep, trial_id)).to_pylist()[0]
+        except FileNotFoundError:
+            return None
+    return row if row["status"] == State.COMPLETED else None
+
+
+def record_trial(sweep: Location, task, *, sweep_name: str, trial_id: str, status: str, values: dict[str, Any],
+                 seed: int | None, error: str | None = None, last_metrics: dict[str, Any] | None = None,
+                 started_from: dict[str, str] | None = None) -> dict[str, Any]:
+    """Called by the driver when a trial ends: the trial's row in ``trials`` when its rank 0 did not write it
+    (failed, stopped, or a completion found only in the earlier layout's fragment), then its ``status.json``.
+    Costs the same at any sweep size. Returns the row."""
+    sweep = location(sweep)
+    done = completed_trial(sweep, trial_id)
+    written = done is not None and L.part(sweep, "trials", trial_id).exists()
+    if done is not None and status in (State.COMPLETED, State.FAILED):
+        # rank 0 wrote the completed row; a trial that then failed (while reporting) keeps its results
+        row = {**done, "status": str(status), "error": error if status == State.FAILED else None}
+        written = written and status == State.COMPLETED
+    else:
+        if status == State.COMPLETED:  # Tune says completed but rank 0 never wrote its row: it cannot be trusted
+            status, error = State.FAILED, error or "the trial ended without writing its results"
+        row = trial_row(task, sweep=sweep_name, trial_id=trial_id, status=status, values=values, seed=seed,
+                        error=error, metrics=last_metrics, started_from=started_from)
+        written = False
+    if not written:
+        results.write_table(L.part(sweep, "trials", trial_id), S.table([row], S.trial_types(task)))
+    write_status(sweep, trial_id, row["status"], values, row["error"], last_metrics, seed)  # after the row
+    return row
+
+
+def compact(sweep: Location) -> dict[str, int]:
+    """:func:`sweeplab.results.compact` with the schemas of the sweep's task (named in ``sweep.json``; the parts'
+    own schemas when the task cannot be imported here)."""
+    sweep = location(sweep)
+    info = read_sweep_info(sweep)
+    try:
+        task = get_task(info["task"]) if info else None
+    except KeyError:
+        task = None
+    return results.compact(sweep, task)
+
+
+# ---------------------------------------------------------------- the sweep as a whole
+
+
+def write_sweep_info(spec, planned: int, fingerprint: dict | None = None, runner: str | None = None) -> None:
+    """``sweep.json``: what ``sweeplab status`` and ``compact`` need beside the fragments (the objective, the
+    number of trials planned), the resolved spec a resume is checked against, and the runner whose trials the
+    sweep holds. Written by the driver when the sweep starts or resumes."""
+    doc = {"name": spec.name, "task": spec.task.name, "metrics": spec.metrics, "modes": spec.modes,
+           "planned_trials": planned, "space": sorted(spec.space), "source": spec.source,
+           "resolved": fingerprint, "runner": runner}
+    L.sweep_info(location(spec.sweep_dir)).write_text(json.dumps(doc, indent=1, default=str))
+
+
+def read_sweep_info(sweep: Location) -> dict | None:
+    try:
+        return json.loads(L.sweep_info(location(sweep)).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def sweep_runner(sweep: Location) -> str | None:
+    """``local`` or ``ray``: the runner whose trial ids the sweep holds (None for a sweep that has not started).
+    Sweeps written before ``sweep.json`` recorded it are told apart by Ray Tune's experiment file."""
+    sweep = location(sweep)
+    info = read_sweep_info(sweep)
+    if info and info.get("runner"):
+        return info["runner"]
+    if L.tune_state(sweep).exists():
+        return "ray"
+    return "local" if L.fragments(sweep).exists() else None
+
+
+def sweep_status(target) -> dict[str, Any]:
+    """The sweep as its storage shows it now: counts per state, every trial's last metrics, the best so far per
+    metric (over completed trials). Reads only files, so it works while the sweep runs, from any machine that
+    sees the storage. A finished trial's state comes from the ``trials`` table, what ``results`` reads, so the two
+    agree; a trial running (a first attempt, or the retry of a failed one) is ``interrupted`` when no live driver
+    holds the sweep's lock."""
+    sweep = location(target)
+    info = read_sweep_info(sweep)
+    if info is None:
+        raise FileNotFoundError(f"no sweep under {sweep} (expected {L.sweep_info(sweep)}; has the sweep started?)")
+    alive = driver_alive(sweep)
+    rows = trial_rows(sweep)
+    trials = []
+    for trial_id in sorted(set(rows) | {f.name for f in L.fragments(sweep).folders()}):
+        status, row = read_status(sweep, trial_id), rows.get(trial_id)
+        if row is not None and (row["status"] == State.COMPLETED or not status or status["status"] != State.RUNNING):
+            state = State(row["status"])  # the table holds every finished trial's state
+        elif status is not None and status["status"] == State.RUNNING:  # a first attempt, or a retry of a row
+            state = State.RUNNING if alive else State.INTERRUPTED
+        elif status is not None:
+            state = State(status["status"])
+        else:
+            continue
+        metrics = dict(status["last_metrics"]) if status else {}
+        if row is not None:
+            metrics.update({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                            and k not in metrics and v is not None})
+        if state == State.COMPLETED:
+            metrics["progress"] = 1.0
+        config = status["config"] if status else {k: row.get(k) for k in info["space"]}
+        error = row["error"] if row is not None and state == row["status"] else (status or {}).get("error")
+        trials.append({"trial_id": trial_id, "status": str(state), "config": config, "metrics": metrics,
+                       "error": error})
+    counts = {str(s): sum(t["status"] == s for t in trials) for s in State}
+    best = {}
+    for metric, mode in zip(info["metrics"], info["modes"]):
+        scored = [t for t in trials if t["status"] == State.COMPLETED and isinstance(t["metrics"].get(metric),
+                                                                                     (int, float))]
+        if scored:
+            pick = (min if mode == "min" else max)(scored, key=lambda t: t["metrics"][metric])
+            best[metric] = {"value": pick["metrics"][metric], "mode": mode, "trial_id": pick["trial_id"],
+                            "config": {k: pick["config"].get(k) for k in info["space"]}}
+    pending = max(info["planned_trials"] - len(trials), 0)
+    return {**info, "driver_alive": alive, "counts": {**counts, "pending": pending}, "best": best,
+            "trials": trials}
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the checkout (``+dirty`` with uncommitted changes)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = "", ""
+    return f"{sweeplab.__version__}+{sha}{'.dirty' if dirty else ''}" if sha else sweeplab.__version__
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
