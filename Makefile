@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) results build *.egg-info

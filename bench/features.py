@@ -13,8 +13,11 @@ x1, 2, 3, 4, 5, 10; 32/24/16/8 bands at x1; log and dB), in one run, on the CPU:
 
 Each side is timed ``--repeat`` times (the store's side is well under a second, so one page-fault stall of this
 shared machine moves a single timing by half); prints every timing, the ratio of the fastest of each side (and of
-the medians) and the largest difference between the two sides' features. Usage:
+the medians) and the largest difference between the two sides' features. The full run takes about a minute on 2
+cores (mostly the independent side); ``--smoke`` builds the whole grid for one clip, each side timed once, in
+seconds, which proves both sides run and agree and says nothing about the speed-up. Usage:
     .venv/bin/python bench/features.py [--clips 20] [--repeat 3]
+    .venv/bin/python bench/features.py --smoke
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import numpy as np
 from sweeplab.tasks.tagging.features import FeatureStore, centre_cut, derive, table_ii
 
 SOURCE_RATE = 44100
+SMOKE = {"clips": 1, "repeat": 1}  # --smoke: the whole grid for one clip, each side timed once
 
 
 class SynthClip:
@@ -59,7 +63,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=20, help="number of synthetic 30 s clips")
     parser.add_argument("--repeat", type=int, default=3, help="timings of each side; the fastest of each is compared")
+    parser.add_argument("--smoke", action="store_true", help=f"tiny run {SMOKE}: proves the code runs")
     args = parser.parse_args()
+    if args.smoke:  # the smoke values replace the defaults; options given on the command line still win
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
     clips = [SynthClip(i) for i in range(args.clips)]
     grid = table_ii()
     independent(clips[:1], 12000, 8, 1, "dB")  # warm up librosa (numba, soxr) outside both timings

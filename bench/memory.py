@@ -1,5 +1,8 @@
 """Peak memory of a block of code, for the benchmarks (imported as ``memory`` by the scripts in this folder).
 
+A helper module, not a benchmark: it has no ``__main__`` block, which is how ``tests/test_bench.py`` tells the two
+apart (every other ``bench/*.py`` is a benchmark, run there with ``--smoke``).
+
 On the CPU: the process's peak resident set size (VmHWM of /proc/self/status, reset through /proc/self/clear_refs
 at the block's start; Linux >= 4.0), and its growth over the RSS at the start. On an accelerator:
 ``torch.accelerator.max_memory_allocated`` (tensors only, the caching allocator's reserve aside), reset at the start,

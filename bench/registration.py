@@ -16,9 +16,12 @@
   fits on the CPU): forward and backward (gradient with respect to the warped
   volume) seconds, median of ``--repeats``, their ratio, and the largest difference of the loss and of the gradient.
 
-Usage:
+The full run takes a few minutes on 2 cores (mostly MONAI's side of the NCC); ``--smoke`` runs the same steps on
+32^3 volumes, one timed iteration each, in seconds, which proves the code runs and says nothing about the paper's
+sizes. Usage:
     .venv/bin/python bench/registration.py [--size 64 80 64] [--ncc-size 160 192 160] [--device cpu]
         [--repeats 3] [--warmup 1]
+    .venv/bin/python bench/registration.py --smoke
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ from sweeplab.tasks.registration.networks import ULAENet, VoxelMorph
 
 WINDOWS, GAMMA, LAMBDA = (11, 9, 7), 0.5, 1.0
 MODELS = {"ulae": ("ULAE-net (shared)", ULAENet), "voxelmorph": ("VoxelMorph (vm2)", VoxelMorph)}
+SMOKE = {"size": (32, 32, 32), "ncc_size": (32, 32, 32), "repeats": 1, "warmup": 0}  # --smoke (ULAE: >= 32)
 
 
 def volumes(size, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +123,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed iterations")
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     ap.add_argument("--model", choices=sorted(MODELS), help="only this model's training iteration (in this process)")
+    ap.add_argument("--smoke", action="store_true", help=f"tiny run {SMOKE}: proves the code runs")
     args = ap.parse_args()
+    if args.smoke:  # the smoke values replace the defaults; options given on the command line still win
+        ap.set_defaults(**SMOKE)
+        args = ap.parse_args()
     if args.repeats < 1 or args.warmup < 0:
         ap.error("need --repeats >= 1 and --warmup >= 0")
     size, device = tuple(args.size), torch.device(args.device)

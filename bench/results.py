@@ -1,8 +1,8 @@
 """Cost of the results layer at 100, 1,000 and 10,000 trials of 200 evaluation rows each, in one run.
 
 Each sweep is built with the real API, trial after trial: what a trial's rank 0 does when it finished evaluating
-(``results.write_trial_result``: its evaluation part and its completed row), then what the driver does when Tune
-says the trial ended (``results.record_trial``: its part of ``trials`` and its ``status.json``). The task is a
+(``store.write_trial_result``: its evaluation part and its completed row), then what the driver does when Tune
+says the trial ended (``store.record_trial``: its part of ``trials`` and its ``status.json``). The task is a
 synthetic one registered here (config fields of types float/int/str/bool/tuple, five declared metrics, 200
 evaluation rows of image x beta). At each size N the script measures:
 
@@ -10,10 +10,10 @@ evaluation rows of image x beta). At each size N the script measures:
   ``--sample`` trial ends appended to the sweep that holds N trials, i.e. the cost at trial N; the sample's
   files are then removed so the sweep holds N trials again. Target: largest size / smallest size <= 1.5 for both;
 * ``results.query`` of a GROUP BY over ``evaluations`` JOIN ``trials`` (:data:`SQL`) before compaction (N parts
-  per table) and after ``results.compact`` (one file per table), best of ``--repeats``, beside the same SQL run by
+  per table) and after ``store.compact`` (one file per table), best of ``--repeats``, beside the same SQL run by
   plain DuckDB ``read_parquet`` over the same files (the reference for the ratio). Target after compaction at
   10,000 trials: a few seconds at most on 2 cores;
-* ``results.compact``'s time, and the compacted files (size, row groups);
+* ``store.compact``'s time, and the compacted files (size, row groups);
 * the same query over the same compacted rows rewritten in pyarrow's default row groups (the reference for what
   ``compact``'s row groups cost the query);
 * after compaction, ``--sample`` more trial ends, the query over the compacted file plus those parts, and the
@@ -22,8 +22,11 @@ evaluation rows of image x beta). At each size N the script measures:
   through /proc/self/clear_refs; the whole process: Python, Arrow and DuckDB allocations together), printed with
   its growth above the RSS at the phase's start.
 
-Runs in a temporary folder on local disk (``--dir`` chooses its parent), removed at the end. Usage:
+Runs in a temporary folder on local disk (``--dir`` chooses its parent), removed at the end. The full run
+takes several minutes on 2 cores (most of it building the 10,000-trial sweep); ``--smoke`` runs every phase at
+20 and 60 trials in seconds, which proves the code runs and says nothing about the targets. Usage:
     .venv/bin/python bench/results.py [--sizes 100,1000,10000] [--sample 50] [--repeats 3] [--dir /tmp]
+    .venv/bin/python bench/results.py --smoke
 """
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memory import Peak, mib, status  # bench/memory.py
-from sweeplab import results
+from sweeplab import layout as L
+from sweeplab import results, store
 from sweeplab.config import param
 from sweeplab.storage import location
 from sweeplab.task import Evaluation, Task, register_task
@@ -77,6 +81,7 @@ TASK = register_task(Task(
     eval_columns={"image": str, "beta": float, "psnr": float, "bpp": float, "index": int}))
 
 SWEEP = "bench-results"
+SMOKE = {"sizes": "20,60", "sample": 5, "repeats": 1}  # --smoke: every phase at tiny sizes, in seconds
 
 
 # ---------------------------------------------------------------- one trial
@@ -98,8 +103,8 @@ def trial_inputs(i: int) -> dict:
     run = {"params": 5_000_000 + i, "gmacs": 12.5, "gmacs_convention": "fvcore", "input_shape": "1x3x64x64",
            "train_seconds": 600.0, "device": "cuda:0", "num_workers": 1, "code_version": "bench",
            "started_at": started, "ended_at": started + dt.timedelta(minutes=10)}
-    row = results.trial_row(TASK, sweep=SWEEP, trial_id=trial_id, status="completed", values=values, seed=i,
-                            metrics=metrics, run=run)
+    row = store.trial_row(TASK, sweep=SWEEP, trial_id=trial_id, status="completed", values=values, seed=i,
+                          metrics=metrics, run=run)
     return {"trial_id": trial_id, "values": values, "row": row, "evals": evals, "seed": i,
             "last": {**TUNE_JUNK, **metrics}}
 
@@ -107,18 +112,18 @@ def trial_inputs(i: int) -> dict:
 def end_trial(sweep, inputs: dict) -> tuple[float, float]:
     """Rank 0's ``write_trial_result`` then the driver's ``record_trial``; their seconds."""
     t0 = time.perf_counter()
-    results.write_trial_result(sweep, TASK, inputs["trial_id"], inputs["row"], inputs["evals"])
+    store.write_trial_result(sweep, TASK, inputs["trial_id"], inputs["row"], inputs["evals"])
     t1 = time.perf_counter()
-    results.record_trial(sweep, TASK, sweep_name=SWEEP, trial_id=inputs["trial_id"], status="completed",
-                         values=inputs["values"], seed=inputs["seed"], last_metrics=inputs["last"])
+    store.record_trial(sweep, TASK, sweep_name=SWEEP, trial_id=inputs["trial_id"], status="completed",
+                       values=inputs["values"], seed=inputs["seed"], last_metrics=inputs["last"])
     return t1 - t0, time.perf_counter() - t1
 
 
 def remove_trial(sweep, trial_id: str) -> None:
     """The files of one of this script's sample trials (so the sweep holds N trials again)."""
     for table in results.TABLES:
-        results.part(sweep, table, trial_id).delete()
-    shutil.rmtree(results.fragment_dir(sweep, trial_id).local_path)
+        L.part(sweep, table, trial_id).delete()
+    shutil.rmtree(L.fragment(sweep, trial_id).local_path)
 
 
 # ---------------------------------------------------------------- memory and time
@@ -138,7 +143,7 @@ def direct_query(sweep) -> pd.DataFrame:
     """The same SQL in plain DuckDB over the same files (no pyarrow dataset, no part/compacted union)."""
     con = duckdb.connect()
     for table in results.TABLES:
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{sweep.path}/results/{table}/*.parquet', "
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{L.table_dir(sweep, table).path}/*.parquet', "
                     "union_by_name=true)")
     return con.execute(SQL).df()
 
@@ -154,7 +159,7 @@ def build(root: Path, n: int) -> dict:
     """A sweep of ``n`` trials, built trial after trial through the real API."""
     sweep = location(root / f"sweep-{n}")
     # what the driver writes when a sweep starts: compaction takes the tables' schema from the task it names
-    (sweep / "sweep.json").write_text(json.dumps({"name": sweep.name, "task": TASK.name}))
+    L.sweep_info(sweep).write_text(json.dumps({"name": sweep.name, "task": TASK.name}))
     print(f"\n== building {n} trials x {len(IMAGES) * len(BETAS)} evaluation rows ({sweep})", flush=True)
     every = max(n // 10, 100)
     rss0, t0, block = status("VmRSS"), time.perf_counter(), time.perf_counter()
@@ -218,13 +223,13 @@ def tables_phase(f: dict, args) -> None:
 
     with Peak() as mem:
         t = time.perf_counter()
-        counts = results.compact(sweep)
+        counts = store.compact(sweep)
         f["compact_s"] = time.perf_counter() - t
     f["compact_mem"] = mem
     assert counts == {"trials": n, "evaluations": n * len(IMAGES) * len(BETAS)}, counts
     files = []
     for table in results.TABLES:
-        (only,) = (sweep / "results" / table).files(".parquet")
+        (only,) = L.table_dir(sweep, table).files(".parquet")
         meta = pq.ParquetFile(only.path).metadata
         files.append(f"{table} {os.path.getsize(only.path) / 2**20:.1f} MiB in {meta.num_row_groups} row groups")
         f[f"{table}_row_groups"] = meta.num_row_groups
@@ -243,10 +248,9 @@ def tables_phase(f: dict, args) -> None:
     # reference: the same compacted rows rewritten with pyarrow's default row groups (up to 1Mi rows each)
     ref = location(sweep.local_path.with_name(f"ref-{n}"))
     for table in results.TABLES:
-        (only,) = (sweep / "results" / table).files(".parquet")
-        out = ref / "results" / table / only.name
-        out.parent.mkdir()
-        pq.write_table(pq.read_table(only.path), out.path)
+        (only,) = L.table_dir(sweep, table).files(".parquet")
+        out = L.table_dir(ref, table) / only.name
+        results.write_table(out, pq.read_table(only.path))  # pq.write_table's defaults
     f["query_ref_s"], _, rebuilt = timed(lambda: results.query(ref, SQL), args.repeats)
     pd.testing.assert_frame_equal(canon(before), canon(rebuilt))
     groups = pq.ParquetFile(out.path).metadata.num_row_groups
@@ -259,7 +263,7 @@ def tables_phase(f: dict, args) -> None:
     f["record_after_ms"] = 1e3 * statistics.mean(r for _, r in spent)
     f["query_mixed_s"], _, _ = timed(lambda: results.query(sweep, SQL), args.repeats)
     t = time.perf_counter()
-    counts = results.compact(sweep)
+    counts = store.compact(sweep)
     f["compact_again_s"] = time.perf_counter() - t
     assert counts["trials"] == n + args.sample, counts
     print(f"  a resumed sweep, {args.sample} more trial ends: record_trial {f['record_after_ms']:.2f} ms (mean); "
@@ -274,7 +278,11 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=50, help="trial ends timed at each size")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each query; the best is kept")
     ap.add_argument("--dir", default=None, help="parent of the temporary folder (local disk; default: $TMPDIR)")
+    ap.add_argument("--smoke", action="store_true", help=f"tiny sizes {SMOKE}: proves the code runs, no targets")
     args = ap.parse_args()
+    if args.smoke:  # the smoke values replace the defaults; options given on the command line still win
+        ap.set_defaults(**SMOKE)
+        args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     root = Path(tempfile.mkdtemp(prefix="bench-results-", dir=args.dir))
     print(f"{os.cpu_count()} CPUs, pyarrow {pa.__version__}, duckdb {duckdb.__version__}, folder {root}")
@@ -321,6 +329,8 @@ def main() -> None:
         print(f"{label} at {large['n']} / at {small['n']} trials: {large[key] / small[key]:.2f} (target <= 1.5)")
     print(f"query after compaction at {large['n']} trials: {large['query_compacted_s']:.2f} s "
           f"(before: {large['query_parts_s']:.2f} s; target: a few seconds)")
+    if args.smoke:
+        print("smoke run: tiny sizes; the figures show that the code runs, not whether the targets hold")
     print("command: " + shlex.join([os.path.relpath(sys.executable), *sys.argv]))
 
 

@@ -73,3 +73,21 @@ def test_int_rejects(value):
 def test_float_rejects(value):
     with pytest.raises(ValueError, match="lr: expected a"):
         C.build(ToyConfig, {"lr": value})
+
+
+def test_folder_and_multiple_of_fields_are_checked_when_coerced(tmp_path):
+    @dataclass(frozen=True)
+    class Data:
+        root: str = C.param("", "dataset root; empty: embedded", folder=True)
+        crop: int = C.param(32, "crop side", low=16, multiple_of=16)
+        shape: tuple[int, ...] = C.param((16, 32), "volume shape", multiple_of=16)
+
+    infos = C.fields(Data)
+    assert infos["root"].rule() == "existing folder" and infos["crop"].rule() == "[16, ], multiple of 16"
+    assert C.build(Data, {"root": str(tmp_path), "crop": 48, "shape": [32, 64]}).shape == (32, 64)
+    assert C.build(Data, {"root": ""}).root == ""  # empty: not a path
+    with pytest.raises(ValueError) as err:
+        C.build(Data, {"root": str(tmp_path / "gone"), "crop": 40, "shape": [16, 24]})
+    assert str(err.value).splitlines() == [f"root: folder not found: {tmp_path / 'gone'}",
+                                           "crop: 40 is not a multiple of 16",
+                                           "shape: [16, 24]: every value must be a multiple of 16"]

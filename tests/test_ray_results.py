@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sweeplab import results, store
+from sweeplab import progress, results, store
 from sweeplab import schema as S
 from sweeplab.local import run_local
 from sweeplab.spec import parse
@@ -65,7 +65,7 @@ def test_ray_completed_stopped_and_failed_trials_share_one_schema(tmp_path, swee
     assert pd.isna(stopped.error) and stopped.loss == pytest.approx(0.36 + 1.0)  # its rung-1 report
     assert pa.types.is_int64(pq.read_schema((sweep / "results" / "trials").files()[0].path).field("seed").type)
     best = trials.set_index("x").loc[0.3].trial_id  # every report of a Ray trial is kept, as on --local
-    assert [r["loss"] for r in store.read_reports(sweep, best) if "loss" in r][:2] == pytest.approx([1.0, 0.5])
+    assert [r["loss"] for r in progress.read_reports(sweep, best) if "loss" in r][:2] == pytest.approx([1.0, 0.5])
     # its trial ids are Tune's: --local would run every trial again under its own ids, so it is refused
     proc = sweeplab_cli(["resume", path, "--local"], tmp_path, rc=1, env=PLUGIN_ENV)
     assert "was run on Ray" in proc.stderr and "without --local" in proc.stderr

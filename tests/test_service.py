@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeplab import layout, service, store
+from sweeplab import cli, layout, progress, service, store
 from sweeplab.local import LocalBackend
-from sweeplab.spec import parse
+from sweeplab.spec import SpecError, parse
+from sweeplab.storage import location
 from tests.conftest import PLUGIN_ENV, run_cli, wait_for
 
 CORE = Path(service.__file__).parent
@@ -32,7 +33,7 @@ def test_a_killed_local_driver_leaves_interrupted_trials_that_resume_runs_once(t
     (tmp_path / "marks").mkdir()
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(_chaos(tmp_path)))
-    sweep = tmp_path / "results" / "slow"
+    sweep = location(tmp_path / "results" / "slow")
     driver = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", "run", str(path), "--local"], cwd=tmp_path,
                               env=PLUGIN_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -59,10 +60,10 @@ def test_a_killed_local_driver_leaves_interrupted_trials_that_resume_runs_once(t
               for p in (tmp_path / "marks").glob("*.jsonl")}
     assert starts["local_00000"] == [0] and starts["local_00002"] == [0]  # completed before the kill: not rerun
     assert len(starts["local_00001"]) == 2 and starts["local_00001"][1] > 0  # resumed from its checkpoint
-    history = store.read_reports(sweep, "local_00000")  # every report, for learning curves
+    history = progress.read_reports(sweep, "local_00000")  # every report, for learning curves
     assert [r["progress"] for r in history if "progress" in r] == pytest.approx([(i + 1) / 6 for i in range(6)])
     assert history[-1]["final_report"] == 1 and "params" in history[-1]  # the final report, with the cost
-    assert len(store.read_reports(sweep, "local_00001")) > 6  # both attempts of the interrupted trial
+    assert len(progress.read_reports(sweep, "local_00001")) > 6  # both attempts of the interrupted trial
 
 
 class _Fake:
@@ -73,8 +74,8 @@ class _Fake:
     def start(self):
         self.calls.append("start")
 
-    def run(self, spec, code_version, resume):
-        self.calls.append(("run", resume))
+    def run(self, spec, plan, code_version, resume, extensions):
+        self.calls.append(("run", resume, plan.samples, len(extensions)))
         return {"trials": 0}
 
 
@@ -82,7 +83,7 @@ def test_the_service_owns_the_lifecycle_and_refuses_the_other_runner(toy_spec):
     spec = parse(toy_spec)
     ray_like = _Fake("ray")
     assert service.run_sweep(spec, ray_like, say=lambda m: None).code == 0
-    assert ray_like.calls == ["start", ("run", False)]
+    assert ray_like.calls == ["start", ("run", False, 2, 0)]
     info = store.read_sweep_info(spec.sweep_dir)
     assert info["runner"] == "ray" and info["resolved"]["version"] == 2 and info["planned_trials"] == 2
     assert not layout.lock_file(spec.sweep_dir).exists()  # the lock was released
@@ -122,30 +123,31 @@ DEFERRABLE = {"ray", "duckdb", "optuna", "matplotlib", "boto3", "botocore"}  # h
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
-    """(imported core module, inside a function) for each import of a core module in ``path``, plus
-    (top-level package, True) for third-party imports inside functions."""
-    tree = ast.parse(path.read_text())
-    out = []
-    for fn in [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))]:
-        nested = fn is not tree
-        body = ast.walk(fn) if nested else (n for n in ast.walk(fn) if not _in_function(tree, n))
-        for node in body:
-            if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = "sweeplab" + (f".{node.module}" if node.module else "")
-                    out += [(f"{base}.{a.name}" if not node.module else base, nested) for a in node.names]
-                else:
-                    out.append((node.module, nested))
-            elif isinstance(node, ast.Import):
-                out += [(a.name, nested) for a in node.names]
+    """(imported module, inside a function) for each import in ``path``; relative imports as ``sweeplab.<name>``."""
+    out: list[tuple[str, bool]] = []
+
+    class Visitor(ast.NodeVisitor):
+        depth = 0
+
+        def visit_FunctionDef(self, node):
+            self.depth += 1
+            self.generic_visit(node)
+            self.depth -= 1
+
+        visit_AsyncFunctionDef = visit_FunctionDef
+
+        def visit_Import(self, node):
+            out.extend((a.name, self.depth > 0) for a in node.names)
+
+        def visit_ImportFrom(self, node):
+            if node.level:
+                base = "sweeplab" + (f".{node.module}" if node.module else "")
+                out.extend((f"{base}.{a.name}" if not node.module else base, self.depth > 0) for a in node.names)
+            else:
+                out.append((node.module, self.depth > 0))
+
+    Visitor().visit(ast.parse(path.read_text()))
     return out
-
-
-def _in_function(tree, target) -> bool:
-    for fn in ast.walk(tree):
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and target in ast.walk(fn) and fn is not target:
-            return True
-    return False
 
 
 def test_core_imports_go_one_way_and_only_heavy_optional_ones_are_deferred():
@@ -190,10 +192,10 @@ def test_every_path_of_the_sweep_folder_is_named_in_layout_only():
                       if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
                       and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                text = json.dumps(node.value)
-                assert not any(word.strip('"') == node.value or (not word.startswith('"') and word in text)
-                               for word in PATH_WORDS), f"{name} spells a sweep path: {node.value!r}"
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
+                    and not any(c.isspace() for c in node.value):  # a path, not prose or a message
+                assert not any(word.strip('"') in node.value for word in PATH_WORDS), \
+                    f"{name} spells a sweep path: {node.value!r}"
 
 
 def test_core_modules_stay_small():
@@ -241,3 +243,57 @@ def test_a_sweep_interrupted_under_the_earlier_layout_still_resumes(toy_spec, tm
     assert sorted(trials.trial_id) == ["local_00000", "local_00001"] and set(trials.status) == {"completed"}
     assert trials.set_index("trial_id").loss["local_00000"] == done.column("loss")[0].as_py()
     assert store.read_sweep_info(sweep)["resolved"]["version"] == 2  # the resume stored the current form
+
+
+def _stop_while_second_trial_runs(tmp_path, argv, env=PLUGIN_ENV, timeout=180):
+    """Runs the sweep in a subprocess, asks it to stop once its second trial started (the driver sees the request
+    within 2 s, at a report), returns the driver's exit code and output."""
+    sweep = location(tmp_path / "results" / "slow")
+    driver = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", *argv], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: len(layout.fragments(sweep).folders()) > 1, timeout, "the second trial's start", every=0.1)
+        assert cli.main(["stop", str(sweep)]) == 0  # in-process: a CLI subprocess takes seconds to start
+        out, _ = driver.communicate(timeout=timeout)
+    finally:
+        driver.kill()
+    return driver.returncode, out
+
+
+def test_stop_then_resume_on_the_local_runner(tmp_path):
+    (tmp_path / "marks").mkdir()
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(_chaos(tmp_path, steps=12, step_seconds=0.3)))
+    sweep = location(tmp_path / "results" / "slow")
+    assert run_cli(["stop", sweep], tmp_path, env=PLUGIN_ENV, rc=1).stderr.startswith("error: no sweep under")
+    rc, out = _stop_while_second_trial_runs(tmp_path, ["run", str(path), "--local"])
+    assert rc == 0 and "stopped on request" in out and f"sweeplab resume {path} --local" in out
+    assert not layout.stop_request(sweep).exists()  # the request was served
+    st = store.sweep_status(sweep)
+    assert {t["trial_id"]: t["status"] for t in st["trials"]} == {"local_00000": "completed",
+                                                                  "local_00001": "interrupted"}
+    assert [f.name for f in layout.table_dir(sweep, "trials").files()] == ["compacted-000000.parquet"]
+    assert run_cli(["stop", sweep], tmp_path, env=PLUGIN_ENV, rc=1).stderr.startswith("error: no driver")
+    run_cli(["resume", path, "--local"], tmp_path, env=PLUGIN_ENV)
+    assert [t["status"] for t in store.sweep_status(sweep)["trials"]] == ["completed"] * 3
+    marks = (tmp_path / "marks" / "local_00001.jsonl").read_text().splitlines()
+    starts = [json.loads(ln)["start_step"] for ln in marks]
+    assert len(starts) == 2 and starts[1] > 0  # continued from the checkpoint of its last report
+
+
+def test_checkpoints_of_completed_trials_can_be_dropped(tmp_path):
+    """`checkpoints.keep_after_completion: false`: a completed trial's checkpoints are deleted once its row is
+    recorded; a failed one keeps them for its retry on resume. Bad values are spec errors."""
+    raw = {**_chaos(tmp_path), "checkpoints": {"keep_after_completion": False}, "retries": 0,
+           "search": {"algorithm": "grid", "space": {"x": [0.1]}, "include": [{"x": 0.2, "fail_attempts": 1}]}}
+    raw["config"].update(steps=3, step_seconds=0.0, marker_dir="")
+    spec = parse(raw)
+    assert spec.checkpoints == {"keep": 2, "keep_after_completion": False}
+    assert service.run_sweep(spec, LocalBackend(), say=lambda m: None).code == 1  # the x = 0.2 trial failed
+    local = layout.local_checkpoints(spec.sweep_dir).local_path
+    assert not (local / "local_00000").exists() and (local / "local_00001" / "checkpoint.pt").exists()
+    kept = parse({**raw, "name": "kept", "checkpoints": {}})
+    service.run_sweep(kept, LocalBackend(), say=lambda m: None)
+    assert (layout.local_checkpoints(kept.sweep_dir).local_path / "local_00000" / "checkpoint.pt").exists()
+    with pytest.raises(SpecError, match=r"keep_after_completion: expected true or false[\s\S]*keep: 0 is below"):
+        parse({**raw, "checkpoints": {"keep": 0, "keep_after_completion": "no"}})

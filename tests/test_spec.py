@@ -127,7 +127,7 @@ def _conditional(toy_spec, algorithm, num_samples=8):
 def test_suggest_skips_fields_that_do_not_apply(toy_spec):
     import optuna
     from sweeplab.search import suggest
-    from sweeplab.plan import SEED_KEY, trial_seed
+    from sweeplab.plan import INDEX_KEY, SEED_KEY, trial_seed
     spec = _conditional(toy_spec, "random")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
@@ -135,13 +135,14 @@ def test_suggest_skips_fields_that_do_not_apply(toy_spec):
         trial = study.ask()
         values = suggest(spec, trial)
         assert values.pop(SEED_KEY) == trial_seed(spec.seed, trial.number)
+        assert values.pop(INDEX_KEY) == trial.number  # the trial's point in the plan: Optuna's trial number
         assert set(values) == set(trial.params)  # what Optuna recorded is what the trial gets
         assert ("momentum" in values) == (values["optimizer"] == "sgd"), values
         seen.add(values["optimizer"])
     assert seen == {"sgd", "adam"}
     toy_spec["config"] = {"optimizer": "adam"}
     toy_spec["search"]["space"].pop("optimizer")
-    assert suggest(parse(toy_spec), study.ask()).keys() == {SEED_KEY}  # the fixed config rules momentum out
+    assert suggest(parse(toy_spec), study.ask()).keys() == {SEED_KEY, INDEX_KEY}  # the fixed config rules momentum out
 
 
 @pytest.mark.parametrize("algorithm", ["tpe", "random"])
@@ -164,9 +165,9 @@ def _tune_trials(spec, tmp_path, max_concurrent=2):
     from ray.tune.experiment import Experiment
     from ray.tune.experimental.output import _infer_params
     from ray.tune.search import SearchGenerator
-    from sweeplab.plan import planned_trials
+    from sweeplab.plan import Plan, planned_trials
     from sweeplab.search import tune_search
-    param_space, searcher = tune_search(spec, max_concurrent=max_concurrent)
+    param_space, searcher = tune_search(spec, Plan.of(spec), max_concurrent=max_concurrent)
     assert searcher.set_search_properties("loss", "min", param_space)  # as tune.run does: the space is accepted
     search = SearchGenerator(searcher)  # what Tune wraps a searcher in
     search.add_configurations([Experiment("toy", lambda config: None, config=param_space,
@@ -204,13 +205,13 @@ def test_ray_grid_shows_fields_by_name_and_runs_each_point(toy_spec, tmp_path):
     """A grid with include points through Tune's search generator: one trial per point, in order, with its seed;
     the table's columns are the searched and included fields, None where a point does not set one; the values
     run are the point's, not the table's."""
-    from sweeplab.search import seeded_grid, tune_trial_params
-    from sweeplab.plan import split_params
+    from sweeplab.plan import Plan, split_params
+    from sweeplab.search import tune_grid, tune_trial_params
     toy_spec["search"]["include"] = [{"lr": 0.2, "steps": 3}]
     spec = parse(toy_spec)
     trials, _, columns = _tune_trials(spec, tmp_path)
     assert columns == ["lr", "steps"]
-    grid = seeded_grid(spec)
+    grid = tune_grid(spec, Plan.of(spec))
     assert [tune_trial_params(t.config, grid) for t in trials] == [split_params(p) for p in grid]
     assert [(t.config["lr"], t.config["steps"]) for t in trials] == [(0.01, None), (0.05, None), (0.2, 3)]
     assert "steps" not in tune_trial_params(trials[0].config, grid)[0]  # the default applies, not None

@@ -16,6 +16,7 @@ import yaml
 
 from sweeplab import cli, results, store
 from sweeplab.lock import LOCK_NAME, DriverLock
+from sweeplab.plan import Plan
 from sweeplab.spec import load
 from sweeplab.submit import SubmitError, build_job, check_cluster, dashboard_url, find_token
 from tests.conftest import free_port
@@ -132,7 +133,7 @@ def test_status_counts_and_best_so_far(tmp_path, capsys):
     sweep = tmp_path / "s"
     spec = SimpleNamespace(name="s", task=SimpleNamespace(name="toy"), metrics=["loss"], modes=["min"],
                            sweep_dir=sweep, space={"lr": None}, source="s.yaml")
-    store.write_sweep_info(spec, planned=5)
+    store.write_sweep_info(spec, Plan(None, 5))
     for tid, state, loss in (("t1", "completed", 0.5), ("t2", "completed", 0.2), ("t3", "running", 0.1),
                              ("t4", "failed", None)):
         store.write_status(sweep, tid, state, {"lr": float(tid[1])}, "boom" if state == "failed" else None,

@@ -19,8 +19,9 @@ considered); it must match exactly one trial unless ``order_by`` is given, which
 the sources it can use (``Task.sources``: which artifacts each must have, which task made it, which config values
 must agree, and when it is required). The parser checks the references' form and that every required source is
 given, reading nothing; :func:`resolve_sources` then finds them in storage when a sweep is run, resumed or
-submitted, so a missing or incompatible artifact is a spec error (exit 2) before anything starts. Trials see their sources as ``ctx.sources`` and the
-``trials`` table records, per trial, the resolved sources (column ``started_from``).
+submitted, so a missing or incompatible artifact is a spec error (exit 2) before anything starts. Trials see their
+sources as ``ctx.sources`` and the ``trials`` table records, per trial, the resolved sources (column
+``started_from``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``sweeplab`` command: run, resume, submit, status, results, compact, plot, describe, tasks.
+"""The ``sweeplab`` command: run, resume, submit, stop, status, results, compact, plot, describe, tasks.
 
 Exit codes: 0 success; 1 a sweep ran but some trials failed, or a runtime problem (cluster unreachable, missing
 results, another driver running the sweep: :mod:`sweeplab.lock`); 2 invalid input (spec or ``--set`` values, a
@@ -16,12 +16,11 @@ import pandas as pd
 
 from . import config as C
 from . import layout as L
-from . import results, service, store
+from . import progress, render, results, service, store
 from .cost import model_cost
 from .local import LocalBackend
-from .lock import DriverLock, LockHeld
+from .lock import DriverLock, LockHeld, driver_alive
 from .ray_runner import RayBackend
-from .schema import CORE_METRICS
 from .service import SweepError
 from .spec import SpecError, apply_overrides
 from .storage import Location, StorageError, location
@@ -56,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         sets(sp)
         sp.add_argument("--local", action="store_true", help="run every trial in this process, without Ray")
         sp.add_argument("--address", help="Ray cluster to connect to (default: start an embedded local Ray)")
+        if name == "resume":
+            sp.add_argument("--extend", action="store_true", help="run what an edit of the spec adds (grid values, "
+                            "include rows, num_samples); every finished trial is kept")
         sp.set_defaults(func=_cmd_run, resume=name == "resume")
 
     sp = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a job (what `ray job submit` does)")
@@ -69,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="an environment variable for "
                     "the job and its workers (a bare KEY passes this shell's value)")
     sp.set_defaults(func=_cmd_submit)
+
+    sp = sub.add_parser("stop", help="ask a running sweep's driver to stop cleanly (`resume` continues it)")
+    sp.add_argument("target", help="sweep spec or sweep folder / s3:// URI")
+    sets(sp)
+    sp.set_defaults(func=_cmd_stop)
 
     sp = sub.add_parser("status", help="trials running / completed / failed and the best so far, from storage")
     sp.add_argument("target", help="sweep spec or sweep folder")
@@ -116,12 +123,17 @@ def _cmd_run(args) -> int:
     try:
         spec = service.prepare(args.spec, _flat(args.overrides))
         backend = LocalBackend() if args.local else RayBackend(args.address)
-        outcome = service.run_sweep(spec, backend, resume=args.resume, say=lambda m: print(m, flush=True))
+        outcome = service.run_sweep(spec, backend, resume=args.resume, extend=getattr(args, "extend", False),
+                                    say=lambda m: print(m, flush=True))
     except SpecError as exc:
         return _error(f"invalid sweep spec {exc}", 2)
     except (SweepError, LockHeld) as exc:
         return _error(str(exc), getattr(exc, "code", 1))
-    _print_table(spec.sweep_dir, spec.task)
+    try:
+        if table := render.trials_table(results.read(spec.sweep_dir)[0], spec.task):
+            print(table)
+    except FileNotFoundError:  # no trial ended
+        pass
     print(f"\ntables: {L.results(spec.sweep_dir)} ({outcome.counts.get('trials', '?')} trials)", flush=True)
     return outcome.code
 
@@ -137,6 +149,25 @@ def _sweep(target: str, overrides: list[list[str]] = ()) -> Location:
     return service.sweep_of(target, _flat(overrides))
 
 
+def _cmd_stop(args) -> int:
+    """Leave the driver a request; it stops at the next report of its running trials (each keeps its last
+    checkpoint), compacts the tables and ends."""
+    try:
+        sweep = _sweep(args.target, args.overrides)
+        if store.read_sweep_info(sweep) is None:
+            return _error(f"no sweep under {sweep} (has it started?)", 1)
+        if not driver_alive(sweep):
+            return _error(f"no driver is running {sweep}: nothing to stop", 1)
+        progress.StopRequest(sweep).ask()
+    except SpecError as exc:
+        return _error(f"invalid sweep spec {exc}", 2)
+    except StorageError as exc:
+        return _error(str(exc), 1)
+    print(f"asked the driver of {sweep} to stop: its running trials stop at their next report (each keeps its last "
+          "checkpoint), the tables are compacted; `sweeplab resume` continues the sweep")
+    return 0
+
+
 def _cmd_status(args) -> int:
     try:
         st = store.sweep_status(_sweep(args.target, args.overrides))
@@ -147,44 +178,8 @@ def _cmd_status(args) -> int:
     if args.json:
         print(json.dumps(st, default=str))
         return 0
-    c = st["counts"]
-    interrupted = f", {c['interrupted']} interrupted (no live driver: `sweeplab resume` continues them)" \
-        if c["interrupted"] else ""
-    print(f"sweep {st['name']} (task {st['task']}): {c['running']} running, {c['completed']} completed, "
-          f"{c['stopped']} stopped early, {c['failed']} failed{interrupted}, {c['pending']} not started "
-          f"({st['planned_trials']} planned)")
-    for metric, b in st["best"].items():
-        shown = ", ".join(f"{k}={v}" for k, v in b["config"].items())
-        print(f"best {metric} ({b['mode']}): {b['value']:.6g}  trial {b['trial_id']}" + (f"  ({shown})" if shown
-                                                                                       else ""))
-    if not st["best"]:
-        print("best: no completed trial yet")
-    rows = []
-    for t in st["trials"]:
-        m = t["metrics"]
-        progress = m.get("progress")
-        rows.append((t["trial_id"], t["status"], "" if progress is None else f"{100 * progress:.0f}%",
-                     *(f"{m[k]:.6g}" if isinstance(m.get(k), (int, float)) else "" for k in st["metrics"]),
-                     ", ".join(f"{k}={t['config'].get(k)}" for k in st["space"])))
-    if rows:
-        head = ("trial", "status", "progress", *st["metrics"], "config")
-        widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(len(head) - 1)]
-        for r in (head, *rows):
-            print("  ".join(str(r[i]).ljust(widths[i]) for i in range(len(widths))) + "  " + str(r[-1]))
+    print(render.status(st))
     return 0
-
-
-def _print_table(sweep_dir, task) -> None:
-    try:
-        trials, _ = results.read(sweep_dir)
-    except FileNotFoundError:
-        return
-    if trials.empty:
-        return
-    cfg_cols = [c for c in C.fields(task.config) if c in trials.columns and trials[c].nunique(dropna=False) > 1]
-    metric_cols = [c for c in dict.fromkeys((*task.summary, *CORE_METRICS)) if c in trials.columns]
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
-        print(trials[["trial_id", "status", *cfg_cols, *metric_cols]].to_string(index=False))
 
 
 def _cmd_results(args) -> int:
@@ -239,12 +234,12 @@ def _cmd_plot(args) -> int:
     out = args.out or str(L.results(sweep) / f"{task.name}.png")
     if out.startswith("s3://"):  # the plot is drawn in a local folder, then its files are stored beside the tables
         with tempfile.TemporaryDirectory() as tmp:
-            task.plot(trials, evaluations, Path(tmp) / "plot.png", sweep)
+            task.draw(trials, evaluations, Path(tmp) / "plot.png", sweep)
             for made in Path(tmp).iterdir():  # the PNG and whatever the plot writes beside it (a table)
                 target = location(out).parent / (Path(out).stem + made.name[len("plot"):])
                 target.write_bytes(made.read_bytes())
     else:
-        task.plot(trials, evaluations, Path(out), sweep)
+        task.draw(trials, evaluations, Path(out), sweep)
     print(f"wrote {out}")
     return 0
 
@@ -273,21 +268,8 @@ def _cmd_describe(args) -> int:
         return 0
     print(f"task         {task.name}\nparameters   {cost.params:,}\nGMACs        {cost.gmacs:.4f} "
           f"(input {cost.shape_text})\nconvention   {cost.convention}\n")
-    _print_fields(task, cfg)
+    print(render.fields(task, cfg))
     return 0
-
-
-def _print_fields(task, cfg) -> None:
-    rows = [("name", "type", "value", "valid", "applies when", "meaning")]
-    for f in C.fields(task.config).values():
-        valid = (" | ".join(map(str, f.choices)) if f.choices else
-                 f"[{'' if f.low is None else f.low}, {'' if f.high is None else f.high}]"
-                 if f.low is not None or f.high is not None else "")
-        rows.append((f.name, getattr(f.type, "__name__", str(f.type)), repr(getattr(cfg, f.name)), valid,
-                     f.condition(), f.doc))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        print("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5])
 
 
 def _cmd_tasks(args) -> int:

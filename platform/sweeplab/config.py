@@ -22,21 +22,27 @@ import dataclasses
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 _SCALARS = (bool, int, float, str)
 
 
 def param(default: Any, doc: str, *, choices: tuple | None = None, low: float | None = None,
-          high: float | None = None, when: dict[str, Any] | None = None, allow_empty: bool = False) -> Any:
+          high: float | None = None, when: dict[str, Any] | None = None, allow_empty: bool = False,
+          multiple_of: int | None = None, folder: bool = False) -> Any:
     """A config field with its documentation and valid values (``low``/``high`` are inclusive bounds).
 
     ``when``: ``{other_field: value or tuple of values}``, the conditions under which this field applies.
     ``allow_empty``: for a tuple field, whether an empty tuple is a valid value (by default it is refused: an empty
-    list of betas or qualities evaluates nothing)."""
+    list of betas or qualities evaluates nothing).
+    ``multiple_of``: an int field (or each item of a tuple of ints) must be a multiple of this.
+    ``folder``: a str field that, when not empty, must name an existing folder (``~`` expanded). Checked wherever
+    a value is coerced, so a spec naming a missing folder is refused at spec load, before any trial starts (on a
+    cluster the folder must be on a filesystem shared with the launching machine)."""
     cond = {k: tuple(v) if isinstance(v, (tuple, list)) else (v,) for k, v in (when or {}).items()}
     meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "low": low, "high": high,
-            "when": cond, "allow_empty": allow_empty}
+            "when": cond, "allow_empty": allow_empty, "multiple_of": multiple_of, "folder": folder}
     if isinstance(default, (list, dict, set)):
         raise TypeError("config defaults must be immutable: use a tuple")
     return dataclasses.field(default=default, metadata=meta)
@@ -54,10 +60,24 @@ class FieldInfo:
     item_type: type | None = None  # for tuple fields: the element type
     when: dict[str, tuple] = dataclasses.field(default_factory=dict)  # conditions under which the field applies
     allow_empty: bool = False  # for tuple fields: whether () is a valid value
+    multiple_of: int | None = None  # int fields (or tuple items): the value must be a multiple of this
+    folder: bool = False  # str fields: a non-empty value must name an existing folder
 
     def condition(self) -> str:
         """``method=kmeans`` style text of :attr:`when` (empty when the field always applies)."""
         return " and ".join(f"{k}={'|'.join(map(str, v))}" for k, v in self.when.items())
+
+    def rule(self) -> str:
+        """The valid values in words, for ``describe``: the choices, the range, ``multiple of 16``, ``existing
+        folder`` (empty when any value of the type is valid)."""
+        parts = [" | ".join(map(str, self.choices))] if self.choices else []
+        if self.low is not None or self.high is not None:
+            parts.append(f"[{'' if self.low is None else self.low}, {'' if self.high is None else self.high}]")
+        if self.multiple_of:
+            parts.append(f"multiple of {self.multiple_of}")
+        if self.folder:
+            parts.append("existing folder")
+        return ", ".join(parts)
 
 
 def fields(config_cls: type) -> dict[str, FieldInfo]:
@@ -68,7 +88,8 @@ def fields(config_cls: type) -> dict[str, FieldInfo]:
         tp, item = _resolve(hints[f.name])
         out[f.name] = FieldInfo(f.name, tp, f.default, f.metadata.get("doc", ""), f.metadata.get("choices"),
                                 f.metadata.get("low"), f.metadata.get("high"), item, f.metadata.get("when", {}),
-                                f.metadata.get("allow_empty", False))
+                                f.metadata.get("allow_empty", False), f.metadata.get("multiple_of"),
+                                f.metadata.get("folder", False))
     for info in out.values():
         for other, allowed in info.when.items():
             if other not in out or other == info.name:
@@ -118,8 +139,11 @@ def coerce(info: FieldInfo, value: Any) -> Any:
             raise ValueError(f"{info.name}: expected a list, got {value!r}")
         if not value and not info.allow_empty:
             raise ValueError(f"{info.name}: empty list (give at least one value)")
-        item = FieldInfo(info.name, info.item_type or str, None, "", None, info.low, info.high)
-        return tuple(coerce(item, v) for v in value)
+        item = FieldInfo(info.name, info.item_type or str, None, "", None, info.low, info.high, folder=info.folder)
+        out = tuple(coerce(item, v) for v in value)
+        if info.multiple_of and any(isinstance(v, int) and v % info.multiple_of for v in out):
+            raise ValueError(f"{info.name}: {list(out)}: every value must be a multiple of {info.multiple_of}")
+        return out
     if info.type is bool:
         if isinstance(value, bool):
             out = value
@@ -146,6 +170,10 @@ def coerce(info: FieldInfo, value: Any) -> Any:
         raise ValueError(f"{info.name}: {out!r} is below the minimum {info.low}")
     if info.high is not None and isinstance(out, (int, float)) and out > info.high:
         raise ValueError(f"{info.name}: {out!r} is above the maximum {info.high}")
+    if info.multiple_of and isinstance(out, int) and out % info.multiple_of:
+        raise ValueError(f"{info.name}: {out!r} is not a multiple of {info.multiple_of}")
+    if info.folder and out and not Path(out).expanduser().is_dir():
+        raise ValueError(f"{info.name}: folder not found: {out}")
     return out
 
 

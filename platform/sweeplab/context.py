@@ -1,6 +1,7 @@
 """In-process :class:`~sweeplab.task.TrialContext` (``sweeplab run --local`` and tests).
 
-The Ray implementation (``sweeplab.ray_context``) has the same surface; task code cannot tell them apart.
+The Ray implementation (``sweeplab.ray_runner.RayTrainContext``) has the same surface; task code cannot tell them
+apart. :func:`unwrap` and :func:`all_reduce` are shared by both.
 """
 from __future__ import annotations
 
@@ -11,13 +12,48 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
+
+_OPS = {"mean": "SUM", "sum": "SUM", "max": "MAX"}
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a data-parallel wrapper (``DistributedDataParallel``, ``DataParallel``), else ``model``:
+    what a task saves, evaluates or reads attributes of after :meth:`~sweeplab.task.TrialContext.prepare_model`."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def all_reduce(tensor: torch.Tensor, world_size: int, op: str = "mean") -> torch.Tensor:
+    """Reduce ``tensor`` in place over the ``world_size`` ranks of a trial (``op``: mean, sum or max) and return it;
+    with one rank (or no process group) it is returned unchanged."""
+    if op not in _OPS:
+        raise ValueError(f"all_reduce: op {op!r} is not one of {list(_OPS)}")
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=getattr(dist.ReduceOp, _OPS[op]))
+        if op == "mean":
+            tensor /= world_size
+    return tensor
+
+
+class Collectives:
+    """:meth:`unwrap` and :meth:`all_reduce` of a :class:`~sweeplab.task.TrialContext`, for a context class that
+    has ``world_size``."""
+
+    world_size: int
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return unwrap(model)
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        return all_reduce(tensor, self.world_size, op)
 
 
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-class LocalContext:
+class LocalContext(Collectives):
     """Runs a trial in this process: one rank, checkpoints under ``trial_dir`` (when given)."""
 
     rank = 0

@@ -43,15 +43,20 @@ def stored_fingerprint(spec: "Spec") -> dict[str, Any]:
     return {"fingerprint": fingerprint(spec), "spec": resolved(spec), "version": FINGERPRINT_VERSION}
 
 
-def changes_since(stored: dict[str, Any] | None, spec: "Spec") -> list[str]:
+def changes_since(stored: dict[str, Any] | None, spec: "Spec", allowed: tuple[str, ...] = ()) -> list[str]:
     """How ``spec`` differs from the one a sweep stored (:func:`stored_fingerprint`; nothing for a sweep that
-    stored none), compared in the stored form's version."""
+    stored none), compared in the stored form's version; keys in ``allowed`` (what an extension may grow) are
+    left out."""
     if not stored:
         return []
     version = stored.get("version", 1)
-    if stored.get("fingerprint") == fingerprint(spec, version):
+    if not allowed and stored.get("fingerprint") == fingerprint(spec, version):
         return []
-    return changes(stored.get("spec") or {}, resolved(spec, version)) or ["the resolved spec (its fingerprint) differs"]
+    old, new = stored.get("spec") or {}, resolved(spec, version)
+    old, new = ({k: v for k, v in doc.items() if k not in allowed} for doc in (old, new))
+    if old == new:
+        return []
+    return changes(old, new) or ["the resolved spec (its fingerprint) differs"]
 
 
 def _canonical(doc: Any) -> str:

@@ -4,6 +4,7 @@ A sweep lives at ``<storage>/<name>`` (a local folder or an ``s3://`` prefix)::
 
     sweep.json                                  the resolved spec, its fingerprint, the plan, the runner (driver)
     driver.lock                                 the driver's lease (sweeplab.lock)
+    stop-requested                              ``sweeplab stop`` asks the driver to stop cleanly
     fragments/<trial_id>/status.json            the trial's state and last metrics (driver)
     fragments/<trial_id>/reports.jsonl          every progress report of the trial (driver)
     fragments/<trial_id>/trial.parquet          a completed trial's row, in sweeps of the earlier layout
@@ -16,6 +17,7 @@ A sweep lives at ``<storage>/<name>`` (a local folder or an ``s3://`` prefix)::
     local/<trial_id>/checkpoint.pt              --local checkpoints
     train/<trial_id>/...                        Ray Train runs (checkpoints) of Ray trials
     tuner.pkl, experiment_state-*.json, ...     Ray Tune's experiment (Tune names these itself)
+    extension-<k>/tuner.pkl, ...                the Tune experiment of the k-th extension (resume --extend)
 
 Every function takes the sweep's :class:`~sweeplab.storage.Location` and returns one inside it.
 """
@@ -34,6 +36,11 @@ def sweep_info(sweep: Location) -> Location:
 
 def lock_file(sweep: Location) -> Location:
     return sweep / LOCK_NAME
+
+
+def stop_request(sweep: Location) -> Location:
+    """Written by ``sweeplab stop``; the driver stops cleanly when it sees it, and removes it."""
+    return sweep / "stop-requested"
 
 
 def fragments(sweep: Location) -> Location:
@@ -109,6 +116,18 @@ def train_runs(sweep: Location) -> Location:
     return sweep / "train"
 
 
-def tune_state(sweep: Location) -> Location:
-    """The file Ray Tune's ``Tuner.restore`` needs: its presence marks a sweep that ran on Ray."""
-    return sweep / "tuner.pkl"
+def train_run(sweep: Location, trial_id: str) -> Location:
+    """A Ray trial's Train run: its checkpoints."""
+    return train_runs(sweep) / trial_id
+
+
+def tune_experiment(sweep: Location, part: int = 0) -> Location:
+    """The folder of a Ray sweep's Tune experiment: the sweep's own (part 0), or the ``part``-th extension's
+    (``resume --extend``)."""
+    return sweep if part == 0 else sweep / f"extension-{part}"
+
+
+def tune_state(experiment: Location) -> Location:
+    """The file Ray Tune's ``Tuner.restore`` needs in an experiment's folder: in the sweep's own, it marks a sweep
+    that ran on Ray."""
+    return experiment / "tuner.pkl"

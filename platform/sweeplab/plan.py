@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from . import config as C
+
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 
 
@@ -27,6 +29,7 @@ class Distribution:
 
 
 SEED_KEY = "_seed"  # a trial's seed travels with its config under this key (not a config name)
+INDEX_KEY = "_index"  # and its index in the plan (the ``point`` column) under this one
 
 
 def trial_seed(spec_seed: int, number: int) -> int:
@@ -41,6 +44,12 @@ def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], int]:
     return {k: v for k, v in params.items() if not k.startswith("_")}, int(params[SEED_KEY])
 
 
+def trial_index(params: dict[str, Any]) -> int | None:
+    """A trial's index in the plan, from its params (None for params made before it was carried)."""
+    index = params.get(INDEX_KEY)
+    return None if index is None else int(index)
+
+
 # Every function below takes a parsed spec (:class:`sweeplab.spec.Spec`) by its attributes only, so this module stays
 # below the parser that uses it.
 
@@ -49,17 +58,12 @@ def grid_points(spec: "Spec") -> list[dict[str, Any]]:
     """Every trial of a grid sweep, in a fixed order: the product of the listed values, then the ``include``
     points; all repeated ``num_samples`` times. An empty space is one trial of the fixed config, or none when
     there are ``include`` points (a sweep of listed trials only, e.g. the rows of an ablation table). Config values
-    only (see :func:`seeded_grid` for the seeds)."""
+    only (:meth:`Plan.seeded` adds the seeds)."""
     keys = list(spec.space)
     combos = ([dict(zip(keys, vals)) for vals in itertools.product(*(spec.space[k] for k in keys))]
               if keys or not spec.include else [])
     points = combos + [dict(p) for p in spec.include]
     return [{**spec.config, **p} for _ in range(spec.num_samples) for p in points]
-
-
-def seeded_grid(spec: "Spec") -> list[dict[str, Any]]:
-    """The grid's trials, each with its seed under ``SEED_KEY`` (trial i gets ``trial_seed(spec.seed, i)``)."""
-    return [{**p, SEED_KEY: trial_seed(spec.seed, i)} for i, p in enumerate(grid_points(spec))]
 
 
 def planned_trials(spec: "Spec") -> int:
@@ -112,9 +116,15 @@ def check_points(spec: "Spec") -> list[str]:
 # ---------------------------------------------------------------- the stored plan, and growing it
 
 
-def _key(values: dict[str, Any]) -> str:
-    """A point's config values as canonical JSON (tuples as lists): what makes two planned points the same."""
-    return json.dumps(values, sort_keys=True, separators=(",", ":"), default=list)
+def _canonical(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=list)
+
+
+def identity(config_cls: type, values: dict[str, Any]) -> str:
+    """What makes two planned points the same trial: the full config they run (defaults filled in, a field that
+    does not apply null), as canonical JSON: the config columns of the trial's row. Setting a value to its default
+    explicitly does not make another trial."""
+    return _canonical(C.scalar_columns(C.build(config_cls, values)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,11 +145,11 @@ class Plan:
         return cls(None, spec.num_samples)
 
     def seeded(self, seed: int) -> list[dict[str, Any]]:
-        """The grid's trials, each with its seed under ``SEED_KEY``."""
-        return [{**p, SEED_KEY: trial_seed(seed, i)} for i, p in enumerate(self.points or ())]
+        """The grid's trials, each with its seed under ``SEED_KEY`` and its index under ``INDEX_KEY``."""
+        return [{**p, SEED_KEY: trial_seed(seed, i), INDEX_KEY: i} for i, p in enumerate(self.points or ())]
 
     def to_json(self) -> dict[str, Any]:
-        return {"points": json.loads(_key(list(self.points))) if self.points is not None else None,
+        return {"points": json.loads(_canonical(list(self.points))) if self.points is not None else None,
                 "samples": self.samples}
 
     @classmethod
@@ -147,9 +157,10 @@ class Plan:
         points = doc.get("points")
         return cls(tuple(points) if points is not None else None, int(doc["samples"]))
 
-    def extend(self, new: "Plan") -> tuple["Plan", list[str]]:
-        """This plan with the points of ``new`` it lacks appended (each existing point keeps its index), or the
-        problems that forbid it: an extension only adds trials."""
+    def extend(self, new: "Plan", config_cls: type) -> tuple["Plan", list[str]]:
+        """This plan with the points of ``new`` it lacks appended (each existing point keeps its index and so its
+        seed), or the problems that forbid it: an extension only adds trials. Points are compared by
+        :func:`identity` and, among equal ones, by occurrence (the repeats of ``num_samples``)."""
         if (self.points is None) != (new.points is None):
             return self, ["search.algorithm: an extension keeps the search algorithm"]
         if self.points is None:
@@ -159,12 +170,12 @@ class Plan:
         wanted: dict[tuple[str, int], dict[str, Any]] = {}
         seen: dict[str, int] = {}
         for point in new.points:
-            key = _key(point)
+            key = identity(config_cls, point)
             seen[key] = seen.get(key, 0) + 1
             wanted[(key, seen[key])] = point
         kept, seen = [], {}
         for point in self.points:
-            key = _key(point)
+            key = identity(config_cls, point)
             seen[key] = seen.get(key, 0) + 1
             kept.append((key, seen[key]))
         missing = [k for k in kept if k not in wanted]

@@ -4,9 +4,10 @@ Per trial, Tune runs :func:`_driver`, which starts a ``TorchTrainer`` (Ray Train
 workers, each with the spec's CPUs/GPUs) whose workers run :func:`sweeplab.trial.run_trial`; metrics reach Tune
 through ``TuneReportCallback``. The Train run is named after the Tune trial id, under ``<sweep>/train/``, so a
 retried or resumed trial finds its checkpoints again. Each trial's rank 0 writes its evaluation rows to storage;
-the sweep's driver process records each trial's row when it ends (:class:`ResultsCallback`: one small file per
-trial, see :mod:`sweeplab.results`) and compacts the tables when the sweep ends. Storage is a shared folder or an
-``s3://`` prefix: the core builds the filesystem (:mod:`sweeplab.storage`) and hands it to Tune and Train.
+the sweep's driver process keeps each trial's records (:mod:`sweeplab.ray_records`) and compacts the tables when
+the sweep ends; each extension of the sweep is a Tune experiment of its own (:func:`build_tuner`). Storage is a
+shared folder or an ``s3://`` prefix: the core builds the filesystem (:mod:`sweeplab.storage`) and hands it to Tune
+and Train.
 
 Ray is imported inside the functions that use it (deferred: a heavy import that ``--local`` sweeps and the other
 commands never need).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,15 +23,18 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from . import artifacts, store
+from . import artifacts, progress, store
+from .context import Collectives
 from . import layout as L
-from .plan import planned_trials
+from .plan import Plan
 from .schema import TrialState
-from .search import tune_grid, tune_search, tune_trial_params
+from .ray_cluster import init_ray
+from .ray_records import results_callback
+from .search import tune_grid, tune_search, tune_trial_params, tune_trial_point, warm_study
 from .service import SweepError
 from .spec import Spec
 from .storage import Location, location
-from .trial import FINAL_KEY, final_report, finite_number, full_config, run_trial
+from .trial import final_report, full_config, run_trial
 
 _CKPT = "state.pt"
 # The Tune trial itself only waits on its TorchTrainer; the Train workers hold the real resources. Tune refuses an
@@ -41,8 +44,9 @@ _CKPT = "state.pt"
 _DRIVER_BUNDLE = {"CPU": 0, "memory": 2**20, "node:__internal_head__": 0.001}
 
 
-class RayTrainContext:
-    """:class:`~sweeplab.task.TrialContext` on a Ray Train worker."""
+class RayTrainContext(Collectives):
+    """:class:`~sweeplab.task.TrialContext` on a Ray Train worker (``unwrap`` and ``all_reduce`` shared with the
+    local context)."""
 
     def __init__(self, trial_id: str, seed: int, sources: dict[str, Any] | None = None, saver=None):
         import ray.train
@@ -106,7 +110,7 @@ def _worker(payload: dict[str, Any]) -> None:
     ctx = RayTrainContext(payload["trial_id"], payload["seed"], artifacts.open_sources(payload["from_trials"]),
                           saver)
     run_trial(task, values, ctx, sweep=payload["sweep"], sweep_dir=payload["sweep_dir"],
-              code_version=payload["code_version"], started_from=payload["from_trials"])
+              code_version=payload["code_version"], started_from=payload["from_trials"], point=payload["point"])
 
 
 def storage_args(loc: Location) -> dict[str, Any]:
@@ -114,11 +118,11 @@ def storage_args(loc: Location) -> dict[str, Any]:
     return {"storage_path": loc.path, "storage_filesystem": loc.fs} if loc.is_s3 else {"storage_path": loc.path}
 
 
-def _make_driver(spec: Spec, code_version: str):
+def _make_driver(spec: Spec, plan: Plan, code_version: str):
     task, sweep, sweep_dir = spec.task, spec.name, str(spec.sweep_dir)
     from_trials = dict(spec.from_trials)
-    workers, cpus, gpus = spec.workers, spec.cpus, spec.gpus
-    grid = tune_grid(spec)
+    workers, cpus, gpus, keep = spec.workers, spec.cpus, spec.gpus, spec.checkpoints["keep"]
+    grid = tune_grid(spec, plan)
 
     def _driver(params: dict[str, Any]) -> None:
         import ray.train
@@ -135,6 +139,7 @@ def _make_driver(spec: Spec, code_version: str):
             ray.tune.report(final_report(task, done))
             return
         values, seed = tune_trial_params(params, grid)
+        point = tune_trial_point(params, grid)
         resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
         # NCCL for GPU trials when this torch build has it (the nodes share one image); a CPU-only build, as on a
         # local cluster with logical GPUs, falls back to gloo.
@@ -143,106 +148,17 @@ def _make_driver(spec: Spec, code_version: str):
             _worker,
             torch_config=TorchConfig(backend=backend),
             train_loop_config={"task": task, "values": values, "seed": seed, "trial_id": trial_id, "sweep": sweep,
-                               "sweep_dir": sweep_dir, "code_version": code_version, "from_trials": from_trials},
+                               "sweep_dir": sweep_dir, "code_version": code_version, "from_trials": from_trials,
+                               "point": point},
             scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
                                                    resources_per_worker=resources),
             run_config=ray.train.RunConfig(name=trial_id, **storage_args(L.train_runs(loc)),
                                            callbacks=[TuneReportCallback()],
-                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep)),
         )
         trainer.fit()
 
     return _driver
-
-
-def _results_callback(spec: Spec):
-    from ray.tune import Callback
-
-    class ResultsCallback(Callback):
-        """Runs in the sweep's driver process only. Keeps each trial's ``status.json`` current (running with its last
-        metrics), records each trial's row when it ends (completed, failed or stopped: one small file, the same cost
-        at any sweep size), and exports per-trial Ray metrics (``ray_sweeplab_trial_*`` on the dashboard's Metrics
-        page)."""
-
-        def __init__(self, sweep_dir: str, sweep: str, task, objective: str, from_trials: dict[str, str],
-                     grid: list[dict[str, Any]] | None):
-            self.sweep_uri, self.sweep, self.task, self.objective = sweep_dir, sweep, task, objective
-            self.from_trials, self.grid = from_trials, grid
-            self._progress: dict[str, store.Progress] = {}
-            self._gauges = None
-            self._loc = None
-
-        def __getstate__(self):  # pickled with the experiment for `sweeplab resume`; gauges are rebuilt
-            return {**self.__dict__, "_gauges": None, "_progress": {}, "_loc": None}
-
-        @property
-        def sweep_dir(self) -> Location:
-            if self._loc is None:
-                self._loc = location(self.sweep_uri)
-            return self._loc
-
-        def _values(self, trial) -> dict[str, Any]:
-            return tune_trial_params(trial.config, self.grid)[0]
-
-        def _seed(self, trial) -> int:
-            return tune_trial_params(trial.config, self.grid)[1]
-
-        def _export(self, trial, result: dict[str, Any]) -> None:
-            if self._gauges is None:
-                from ray.util.metrics import Gauge
-                keys = ("sweep", "trial_id")
-                self._gauges = {
-                    "progress": Gauge("sweeplab_trial_progress", "fraction of the trial's training done", keys),
-                    "loss": Gauge("sweeplab_trial_loss", "the trial's last reported training loss", keys),
-                    "objective": Gauge("sweeplab_trial_objective", "the trial's last value of the sweep's "
-                                       "first metric", keys),
-                    "iteration": Gauge("sweeplab_trial_reports", "reports received from the trial", keys)}
-            tags = {"sweep": self.sweep, "trial_id": trial.trial_id}
-            for name, key in (("progress", "progress"), ("loss", "loss"), ("objective", self.objective),
-                              ("iteration", "training_iteration")):
-                value = result.get(key)
-                if finite_number(value):
-                    self._gauges[name].set(float(value), tags=tags)
-
-        def _of(self, trial) -> store.Progress:
-            if trial.trial_id not in self._progress:  # a trial restored by a resume starts again here
-                self._progress[trial.trial_id] = store.Progress(self.sweep_dir, trial.trial_id, self._values(trial),
-                                                                self._seed(trial)).started()
-            return self._progress[trial.trial_id]
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self._progress.pop(trial.trial_id, None)
-            self._of(trial)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            self._export(trial, result)
-            self._of(trial).report(result)
-
-        def _ended(self, trial, status: str, error: str | None = None) -> None:
-            last = dict(trial.last_result or {})
-            if status == TrialState.COMPLETED and not last.get(FINAL_KEY):
-                status = TrialState.STOPPED  # ended without its final report: stopped early by the scheduler
-            if (progress := self._progress.pop(trial.trial_id, None)) is not None:
-                progress.flush(status)
-            store.record_trial(self.sweep_dir, self.task, sweep_name=self.sweep, trial_id=trial.trial_id,
-                               status=status, values=self._values(trial), seed=self._seed(trial), error=error,
-                               last_metrics=last, started_from=self.from_trials)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._ended(trial, TrialState.COMPLETED)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._ended(trial, TrialState.FAILED, _read(trial.error_file) if trial.error_file else "trial failed")
-
-    return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task, spec.metrics[0], dict(spec.from_trials),
-                           tune_grid(spec))
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()[-4000:]
-    except OSError:
-        return str(path)
 
 
 def _scheduler(spec: Spec):
@@ -268,32 +184,54 @@ def _max_concurrent(spec: Spec) -> int:
     return max(1, math.floor(min(per_trial)))
 
 
-def build_tuner(spec: Spec, code_version: str, resume: bool = False):
+def build_tuner(spec: Spec, plan: Plan, code_version: str, part: int = 0, first: int = 0,
+                stop: int | None = None):
+    """The Tune experiment of the sweep's trials ``first`` to ``stop - 1``: part 0 (the sweep's own, in its folder)
+    or the ``part``-th extension (``sweeplab resume --extend``: Ray's ``Tuner.restore`` cannot add trials, so each
+    extension is an experiment of its own). Restored when Tune saved it, so a resume continues it."""
     from ray import tune
-    trainable = tune.with_resources(_make_driver(spec, code_version), tune.PlacementGroupFactory([_DRIVER_BUNDLE]))
-    param_space, search_alg = tune_search(spec, _max_concurrent(spec))
-    sweep = spec.sweep_dir
-    if resume and L.tune_state(sweep).exists():  # without it Tune never saved the experiment: start it afresh
-        restore = {"path": sweep.path, "storage_filesystem": sweep.fs} if sweep.is_s3 else {"path": sweep.path}
-        return tune.Tuner.restore(**restore, trainable=trainable, resume_errored=True, param_space=param_space)
+    stop = plan.samples if stop is None else stop
+    trainable = tune.with_resources(_make_driver(spec, plan, code_version),
+                                    tune.PlacementGroupFactory([_DRIVER_BUNDLE]))
+    study = None
+    if plan.points is None and part > 0:  # a sampler told the finished trials: TPE continues from them
+        study = warm_study(spec, sorted(store.trial_rows(spec.sweep_dir).values(), key=lambda r: r["trial_id"]))
+    param_space, search_alg = tune_search(spec, plan, _max_concurrent(spec), first=first, study=study)
+    where = L.tune_experiment(spec.sweep_dir, part)
+    if L.tune_state(where).exists():  # without it Tune never saved the experiment: start it afresh
+        restore = {"path": where.path, "storage_filesystem": where.fs} if where.is_s3 else {"path": where.path}
+        tuner = tune.Tuner.restore(**restore, trainable=trainable, resume_errored=True, param_space=param_space)
+        # The restored RunConfig holds the callback pickled (by value) when the sweep started, whose code calls the
+        # core as it was then; this code's callback records the trials instead (Tuner.restore takes no callbacks,
+        # so the restored run config is updated in place).
+        tuner._local_tuner.get_run_config().callbacks = [results_callback(spec, plan)]
+        return tuner
     multi = spec.multi_objective
     tune_config = tune.TuneConfig(
-        search_alg=search_alg, scheduler=_scheduler(spec),
-        num_samples=planned_trials(spec),
+        search_alg=search_alg, scheduler=_scheduler(spec), num_samples=stop - first,
         metric=None if multi else spec.metrics[0], mode=None if multi else spec.modes[0])
-    run_config = tune.RunConfig(name=spec.name, **storage_args(sweep.parent),
+    run_config = tune.RunConfig(name=where.name, **storage_args(where.parent),
                                 failure_config=tune.FailureConfig(max_failures=spec.retries),
-                                callbacks=[_results_callback(spec)], verbose=1)
+                                callbacks=[results_callback(spec, plan)], verbose=1)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def run_ray(spec: Spec, code_version: str, resume: bool = False) -> dict[str, int]:
+def run_ray(spec: Spec, code_version: str, plan: Plan | None = None, extensions: list[dict] = ()) -> dict[str, int]:
+    """Run (or continue) the sweep's Tune experiments in order: its own, then one per extension (each
+    ``{"first": trial index, ...}`` as :mod:`sweeplab.service` records it); then compact the tables."""
     # The sweep's objective is reported once, after evaluation; intermediate reports carry training metrics only.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    tuner = build_tuner(spec, code_version, resume)
-    grid = tuner.fit()
+    plan = plan or Plan.of(spec)
+    bounds = [0, *(e["first"] for e in extensions), plan.samples]
+    failed, stop = 0, progress.StopRequest(spec.sweep_dir)
+    for part in range(len(bounds) - 1):
+        if stop.file.exists():
+            break
+        if bounds[part + 1] > bounds[part]:
+            grid = build_tuner(spec, plan, code_version, part, bounds[part], bounds[part + 1]).fit()
+            failed += sum(1 for r in grid if r.error is not None)
     counts = store.compact(spec.sweep_dir)
-    counts["failed"] = sum(1 for r in grid if r.error is not None)
+    counts["failed"] = failed
     return counts
 
 
@@ -309,46 +247,7 @@ class RayBackend:
         if (problem := init_ray(self.address)) is not None:
             raise SweepError(problem)
 
-    def run(self, spec: Spec, code_version: str, resume: bool) -> dict[str, int]:
-        return run_ray(spec, code_version, resume)
+    def run(self, spec: Spec, plan: Plan, code_version: str, resume: bool, extensions: list[dict]) -> dict[str, int]:
+        return run_ray(spec, code_version, plan, extensions)
 
 
-def _reachable(address: str, timeout: float = 5.0) -> str | None:
-    """None when ``host:port`` (or ``ray://host:port``) accepts a TCP connection, else the reason. Ray itself would
-    retry an unreachable address for minutes; ``auto`` is left to Ray (it fails at once without a cluster)."""
-    target = address.split("://", 1)[-1]
-    if address == "auto" or ":" not in target:
-        return None
-    host, _, port = target.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return None
-    except (OSError, ValueError) as exc:
-        return str(exc) or type(exc).__name__
-
-
-TOKEN_HELP = ("put the cluster's token in ~/.ray/auth_token, or export RAY_AUTH_TOKEN=<token> "
-              "(or RAY_AUTH_TOKEN_PATH=<file>); on the head node `ray get-auth-token` prints it")
-
-
-def init_ray(address: str | None) -> str | None:
-    """Connect to the cluster at ``address``, or start an embedded local Ray; None, or why it failed."""
-    import ray  # deferred: Ray is heavy, and --local never needs it
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    if address and (reason := _reachable(address)):
-        return f"cannot reach the Ray cluster at {address!r}: {reason}"
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            # With the dashboard: it is where a user watches the sweep, and Ray Train's placement-group cleaner
-            # asks its state API whether a trial's Train controller still lives. Without it, a trial ASHA stops
-            # keeps its resources and the sweep waits forever for them.
-            ray.init(include_dashboard=True, log_to_driver=True)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        return f"cannot connect to the Ray cluster at {address!r}: {exc}"
-    except Exception as exc:  # noqa: BLE001 - ray.exceptions.AuthenticationError: a missing or wrong token
-        if "Authentication" not in type(exc).__name__:
-            raise
-        return f"the Ray cluster at {address!r} refused the connection: {exc}\n{TOKEN_HELP}"
-    return None

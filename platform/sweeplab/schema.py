@@ -38,6 +38,8 @@ TRIAL_COLUMNS: tuple[tuple[str, type, str], ...] = (
     ("device", str, "where it ran (`cpu`, `cuda:0`)"),
     ("num_workers", int, "data-parallel workers"),
     ("seed", int, "the trial's seed, derived from the spec's seed and the trial's number"),
+    ("point", int, "the trial's index in the sweep's plan: its grid point (repeats and extensions appended) or its "
+                   "sampler draw; `sweep.json` keeps the plan"),
     ("started_from", str, "JSON: the trials whose artifacts this trial started from (`from_trials`), by name"),
     ("code_version", str, "sweeplab version + git commit (`.dirty` with local changes)"),
     ("started_at", dt.datetime, "when the trial's last attempt started (completed trials)"),

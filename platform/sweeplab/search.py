@@ -13,7 +13,7 @@ import warnings
 from typing import Any
 
 from . import config as C
-from .plan import SEED_KEY, Distribution, seeded_grid, split_params, trial_seed
+from .plan import INDEX_KEY, SEED_KEY, Distribution, Plan, split_params, trial_index, trial_seed
 from .spec import Spec
 
 
@@ -65,7 +65,7 @@ class ConditionalSpace:
             if C.active(self.config_cls, {**self.fixed, **values})[name]:
                 values[name] = _suggest_one(trial, name, self.space[name])
         # a constant of the define-by-run result: the seed of Optuna's trial number (counted on after a resume)
-        return {**values, SEED_KEY: trial_seed(self.seed, trial.number)}
+        return {**values, SEED_KEY: trial_seed(self.seed, trial.number), INDEX_KEY: trial.number}
 
 
 def suggest(spec: Spec, trial) -> dict[str, Any]:
@@ -92,9 +92,10 @@ def optuna_sampler(spec: Spec):
 # How a Tune trial's config carries its values. Tune's progress table takes its columns from the param space's
 # domains, so the space holds one domain per shown field (:func:`shown_fields`), for the table only: the searcher
 # behind :func:`_named_limiter` sets every shown field of each trial it suggests, and :func:`tune_trial_params` reads
-# back the values the trial runs with. A grid trial carries its index into :func:`seeded_grid` under ``POINT_KEY``
-# (a grid with include points is not a product of per-field grids); a sampled trial carries its suggested values,
-# the shown fields that do not apply to it (conditions) set to None for the table and listed under ``ABSENT_KEY``.
+# back the values the trial runs with. A grid trial carries its index into the plan (:meth:`Plan.seeded`) under
+# ``POINT_KEY`` (a grid with include points is not a product of per-field grids); a sampled trial carries its
+# suggested values, the shown fields that do not apply to it (conditions) set to None for the table and listed
+# under ``ABSENT_KEY``.
 POINT_KEY = "_point"
 ABSENT_KEY = "_absent"
 
@@ -107,9 +108,9 @@ def shown_fields(spec: Spec) -> list[str]:
     return names
 
 
-def tune_grid(spec: Spec) -> list[dict[str, Any]] | None:
-    """The grid a Tune trial's ``POINT_KEY`` indexes (:func:`seeded_grid`); None for a sampler."""
-    return seeded_grid(spec) if spec.algorithm == "grid" else None
+def tune_grid(spec: Spec, plan: Plan) -> list[dict[str, Any]] | None:
+    """The grid a Tune trial's ``POINT_KEY`` indexes (the plan's points with their seeds); None for a sampler."""
+    return plan.seeded(spec.seed) if plan.points is not None else None
 
 
 def _tune_domain(dist: Distribution):
@@ -119,18 +120,18 @@ def _tune_domain(dist: Distribution):
     return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[dist.kind](*dist.args)
 
 
-def _grid_searcher(size: int):
-    """A Tune searcher suggesting the grid's trials in order, each as its index; saved and restored with the
-    experiment (for ``sweeplab resume``)."""
+def _grid_searcher(first: int, stop: int):
+    """A Tune searcher suggesting the plan's trials ``first`` to ``stop - 1`` in order, each as its index; saved
+    and restored with the experiment (for ``sweeplab resume``)."""
     from ray.tune.search import Searcher
 
     class GridSearcher(Searcher):
         def __init__(self):
             super().__init__()
-            self.next = 0
+            self.next = first
 
         def suggest(self, trial_id: str):
-            if self.next >= size:
+            if self.next >= stop:
                 return Searcher.FINISHED
             self.next += 1
             return {POINT_KEY: self.next - 1}
@@ -172,26 +173,76 @@ def _named_limiter(searcher, max_concurrent: int, shown: list[str], grid: list[d
     return NamedLimiter(searcher, max_concurrent=max_concurrent)
 
 
-def tune_search(spec: Spec, max_concurrent: int):
+def tune_search(spec: Spec, plan: Plan, max_concurrent: int, first: int = 0, study: tuple | None = None):
     """(param_space, search_alg) for Ray Tune: the fixed config, the shown fields' domains, and a searcher (the
-    grid's trials in order, or Optuna over :class:`ConditionalSpace`) limited to ``max_concurrent`` trials at once."""
+    plan's grid trials from ``first`` on, in order; or Optuna over :class:`ConditionalSpace`, continuing the
+    ``study`` of :func:`warm_study` when given) limited to ``max_concurrent`` trials at once."""
     shown = shown_fields(spec)
-    if spec.algorithm == "grid":
-        grid = tune_grid(spec)
+    if plan.points is not None:
+        grid = tune_grid(spec, plan)
         values = {k: tuple({repr(v): v for v in (p.get(k) for p in grid)}.values()) for k in shown}
         return ({k: _tune_domain(Distribution("choice", v)) for k, v in values.items()},
-                _named_limiter(_grid_searcher(len(grid)), max_concurrent, shown, grid))
+                _named_limiter(_grid_searcher(first, len(grid)), max_concurrent, shown, grid))
     from ray.tune.search.optuna import OptunaSearch
     multi = spec.multi_objective
+    storage, name = study or (None, None)
     searcher = OptunaSearch(space=ConditionalSpace(spec), metric=spec.metrics if multi else spec.metrics[0],
-                            mode=spec.modes if multi else spec.modes[0], sampler=optuna_sampler(spec))
+                            mode=spec.modes if multi else spec.modes[0], sampler=optuna_sampler(spec),
+                            storage=storage, study_name=name)
     space = {**spec.config, **{k: _tune_domain(spec.space[k]) for k in shown}}
     return space, _named_limiter(searcher, max_concurrent, shown, None)
 
 
+def _optuna_distribution(dist: Distribution):
+    """The Optuna distribution :func:`_suggest_one` draws ``dist`` from (a choice of non-scalars: their index)."""
+    import optuna
+    if dist.kind == "choice":
+        choices = list(dist.args)
+        scalar = all(c is None or isinstance(c, (bool, int, float, str)) for c in choices)
+        return optuna.distributions.CategoricalDistribution(choices if scalar else list(range(len(choices))))
+    low, high = dist.args
+    if dist.kind == "randint":
+        return optuna.distributions.IntDistribution(low, high - 1)
+    return optuna.distributions.FloatDistribution(low, high, log=dist.kind == "loguniform")
+
+
+def warm_study(spec: Spec, rows: list[dict[str, Any]]) -> tuple:
+    """(storage, study name) of an Optuna study holding a sweep's finished trials, in trial order: what an
+    extension's sampler continues from (TPE models them; the next trial number, and so seed, follows theirs).
+    ``rows`` are the trials' rows of the ``trials`` table (completed ones give their objective values, stopped
+    ones are pruned, failed ones failed)."""
+    import optuna
+    storage = optuna.storages.InMemoryStorage()
+    name = f"sweeplab-{spec.name}"
+    study = optuna.create_study(storage=storage, study_name=name, sampler=optuna_sampler(spec),
+                                directions=["maximize" if m == "max" else "minimize" for m in spec.modes])
+    state = optuna.trial.TrialState
+    for row in rows:
+        params, dists = {}, {}
+        for key, dist in spec.space.items():
+            value = row.get(key)
+            if value is None:
+                continue  # the field did not apply to this trial
+            if dist.kind == "choice" and not all(c is None or isinstance(c, (bool, int, float, str))
+                                                 for c in dist.args):
+                value = [",".join(map(str, c)) if isinstance(c, tuple) else c for c in dist.args].index(value)
+            params[key], dists[key] = value, _optuna_distribution(dist)
+        values = [row.get(m) for m in spec.metrics]
+        done = row["status"] == "completed" and all(v is not None for v in values)
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=dists, values=values if done else None,
+            state=state.COMPLETE if done else state.PRUNED if row["status"] == "stopped" else state.FAIL))
+    return storage, name
+
+
+def tune_trial_point(config: dict[str, Any], grid: list[dict[str, Any]] | None) -> int | None:
+    """A Tune trial's index in the plan (its ``point``), from its config as :func:`tune_search` encodes it."""
+    return config[POINT_KEY] if POINT_KEY in config else trial_index(config)
+
+
 def tune_trial_params(config: dict[str, Any], grid: list[dict[str, Any]] | None) -> tuple[dict[str, Any], int]:
     """A Tune trial's (config values, seed) from its config as :func:`tune_search` encodes it; ``grid`` is the
-    sweep's :func:`seeded_grid` (None for a sampler)."""
+    plan's seeded points (:func:`tune_grid`; None for a sampler)."""
     if POINT_KEY in config:
         return split_params(grid[config[POINT_KEY]])
     absent = set(config.get(ABSENT_KEY, ()))

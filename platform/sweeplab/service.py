@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Protocol
 
-from . import store
+from . import progress, store
 from .artifacts import resolve_sources
 from .lock import DriverLock
-from .plan import planned_trials
+from .plan import Plan
 from .results import sweep_location
-from .fingerprint import changes_since, stored_fingerprint
+from .fingerprint import changes_since, fingerprint, stored_fingerprint
 from .spec import Spec, SpecError, load
 from .storage import Location, check_bucket
 
@@ -48,9 +49,10 @@ class Backend(Protocol):
     def start(self) -> None:
         """Get ready to run (connect to or start a cluster); :class:`SweepError` when it cannot."""
 
-    def run(self, spec: Spec, code_version: str, resume: bool) -> dict[str, int]:
-        """Run (or continue) every planned trial, record each one's end, compact the tables; returns counts
-        (``trials``, ``failed``, ...)."""
+    def run(self, spec: Spec, plan: Plan, code_version: str, resume: bool, extensions: list[dict]) -> dict[str, int]:
+        """Run (or continue) every trial of ``plan`` that has not completed (trial ``i`` with the seed
+        ``trial_seed(spec.seed, i)``), record each one's end, compact the tables; returns counts (``trials``,
+        ``failed``, ...). ``extensions`` (``sweep.json``'s) say where each growth of the plan starts."""
 
 
 @dataclasses.dataclass
@@ -103,27 +105,82 @@ def start_problem(spec: Spec, backend: Backend, resume: bool) -> str | None:
     return None
 
 
-def run_sweep(spec: Spec, backend: Backend, *, resume: bool = False,
+GROWABLE = {"grid": ("space", "include", "num_samples"), "sampler": ("num_samples",)}  # what --extend may change
+
+
+def _stored_plan(spec: Spec, info: dict) -> Plan:
+    """The plan a sweep holds: stored in ``sweep.json``, or, for a sweep of the earlier layout, the grid of the spec
+    it stored (its resolved form has the search section) or the spec's own."""
+    if info.get("plan"):
+        return Plan.from_json(info["plan"])
+    stored = (info.get("resolved") or {}).get("spec")
+    if stored and spec.algorithm == "grid":
+        return Plan.of(SimpleNamespace(algorithm="grid", config=stored["config"], space=stored["space"],
+                                       include=stored["include"], num_samples=stored["num_samples"]))
+    return Plan.of(spec)
+
+
+def plan_of(spec: Spec, info: dict | None, resume: bool, extend: bool) -> tuple[Plan, list[dict]]:
+    """(the plan to run, the sweep's extensions): the spec's plan for a new sweep; the stored one for a resume,
+    grown by what the spec adds for ``--extend``. SweepError (exit 2) with every change that would alter
+    finished trials' meaning, or every trial the edit would drop."""
+    info = info or {}
+    if not resume:
+        return Plan.of(spec), []
+    extensions = list(info.get("extensions") or [])
+    stored = info.get("resolved")
+    allowed = GROWABLE["grid" if spec.algorithm == "grid" else "sampler"] if extend else ()
+    if changed := changes_since(stored, spec, allowed):
+        hint = ("an extension may only add grid values, include rows or repeats (num_samples) to a grid, or "
+                "samples to a sampler" if extend else
+                "restore those values, extend the sweep if the edit only adds trials (--extend), or run the new "
+                "spec as a new sweep (--set name=...)")
+        raise SweepError(f"cannot {'extend' if extend else 'resume'} {spec.sweep_dir}: the spec changed since the "
+                         "sweep started, and its trials would mix two sweeps:\n" +
+                         "".join(f"  - {c}\n" for c in changed) + hint, code=2)
+    plan = _stored_plan(spec, info)
+    if not extend:
+        return plan, extensions
+    grown, problems = plan.extend(Plan.of(spec), spec.task.config)
+    if problems:
+        raise SweepError(f"cannot extend {spec.sweep_dir}:\n" + "".join(f"  - {p}\n" for p in problems), code=2)
+    if grown.samples > plan.samples:
+        extensions.append({"first": plan.samples, "added": grown.samples - plan.samples, "at": store.now(),
+                           "fingerprint": fingerprint(spec)})
+    return grown, extensions
+
+
+def run_sweep(spec: Spec, backend: Backend, *, resume: bool = False, extend: bool = False,
               say: Callable[[str], None] = print) -> Outcome:
-    """Run or resume one sweep (see the module docstring for the steps). :class:`SweepError` for what stops it
-    before any trial runs; :class:`sweeplab.lock.LockHeld` when another driver holds the sweep."""
+    """Run, resume or extend one sweep (see the module docstring for the steps). :class:`SweepError` for what
+    stops it before any trial runs; :class:`sweeplab.lock.LockHeld` when another driver holds the sweep."""
+    if extend and not resume:
+        raise SweepError("--extend grows a sweep that exists: use it with `sweeplab resume`", code=2)
     if (problem := start_problem(spec, backend, resume)) is not None:  # at once, before any wait for the lock
         raise SweepError(problem)
-    if resume and (changed := changes_since((store.read_sweep_info(spec.sweep_dir) or {}).get("resolved"), spec)):
-        raise SweepError(f"cannot resume {spec.sweep_dir}: the spec changed since the sweep started, and its trials "
-                         "would mix two sweeps:\n" + "".join(f"  - {c}\n" for c in changed) +
-                         "restore those values, or run the new spec as a new sweep (--set name=...)", code=2)
+    plan_of(spec, store.read_sweep_info(spec.sweep_dir), resume, extend)  # a refused edit: before the lock
     try:
         lock = DriverLock(spec.sweep_dir)
     except ValueError as exc:  # a bad $SWEEPLAB_LOCK_TTL_S
         raise SweepError(str(exc), code=2) from None
     with lock:
+        stop = progress.StopRequest(spec.sweep_dir)
+        stop.clear()  # a request left for a driver that died before it saw it: `stop` asks live drivers only
         if (problem := start_problem(spec, backend, resume)) is not None:  # another driver may have run it meanwhile
             raise SweepError(problem)
+        info = store.read_sweep_info(spec.sweep_dir)
+        plan, extensions = plan_of(spec, info, resume, extend)
         say(f"sweep {spec.name}: task {spec.task.name}, search {spec.algorithm}, results in {spec.sweep_dir}")
+        if extend:
+            say(f"extension: {plan.samples - info['planned_trials']} new trial(s), {plan.samples} planned in all")
         backend.start()
-        store.write_sweep_info(spec, planned_trials(spec), stored_fingerprint(spec), runner=backend.name)
-        return Outcome(backend.run(spec, store.code_version(), resume))
+        store.write_sweep_info(spec, plan, stored_fingerprint(spec), backend.name, extensions)
+        counts = backend.run(spec, plan, store.code_version(), resume, extensions)
+        if stop.file.exists():
+            stop.clear()
+            say(f"stopped on request (sweeplab stop): the running trials keep their last checkpoint; "
+                f"`sweeplab resume {spec.source}{' --local' if backend.name == 'local' else ''}` continues")
+        return Outcome(counts)
 
 
 __all__ = ["Backend", "Outcome", "SpecError", "SweepError", "prepare", "run_sweep", "start_problem", "sweep_of"]

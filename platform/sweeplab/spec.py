@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from . import config as C
-from .plan import Distribution, check_points, trial_points
+from .plan import check_points, trial_points
 from .specfile import SpecFileError, read_chain
 from .sections import as_list, check_scheduler, check_space, check_values, mapping, metric_names, number
 from .storage import Location, location, storage_problem
@@ -23,10 +23,11 @@ from .task import Task, get_task
 
 ALGORITHMS = ("grid", "random", "tpe", "nsga2")
 TOP_KEYS = {"name", "task", "description", "config", "search", "metric", "mode", "scheduler", "resources",
-            "max_concurrent", "retries", "seed", "storage", "from_trials"}
+            "max_concurrent", "retries", "seed", "storage", "from_trials", "checkpoints"}
 SEARCH_KEYS = {"algorithm", "space", "include", "num_samples"}
 SCHEDULER_KEYS = {"type", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpus", "gpus", "workers"}
+CHECKPOINT_KEYS = {"keep", "keep_after_completion"}
 
 
 class SpecError(ValueError):
@@ -54,6 +55,7 @@ class Spec:
     workers: int
     max_concurrent: int | None
     retries: int
+    checkpoints: dict[str, Any]            # retention: keep (the last N per trial), keep_after_completion
     seed: int
     storage: str                           # an absolute local folder or an s3:// URI
     source: str = "<spec>"
@@ -168,14 +170,16 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
         problems += [f"metric: {m!r} is not a metric of task {task.name!r} (valid: {', '.join(metric_names(task))})"
                      for m in bad]
 
-    fixed, space, include = {}, {}, []
+    fixed, space, include, refused = {}, {}, [], False
     if task is not None:
         infos = C.fields(task.config)
         fixed_raw = raw.get("config") or {}
         if not isinstance(fixed_raw, dict):
             problems.append("config: must be a mapping of config names to values")
             fixed_raw = {}
+        before = len(problems)
         fixed = check_values(infos, fixed_raw, "config", problems)
+        refused = len(problems) > before  # a value dropped: the cross-field checks would judge its default
         space = check_space(infos, search.get("space") or {}, algorithm, problems)
         for i, point in enumerate(search.get("include") or []):
             if not isinstance(point, dict):
@@ -197,6 +201,12 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
     max_conc = raw.get("max_concurrent")
     max_conc = None if max_conc is None else number(max_conc, "max_concurrent", int, 1, problems)
     retries = number(raw.get("retries", 0), "retries", int, 0, problems)
+    ckpt = mapping(raw, "checkpoints", CHECKPOINT_KEYS, problems)
+    keep_after = ckpt.get("keep_after_completion", True)
+    if not isinstance(keep_after, bool):
+        problems.append(f"checkpoints.keep_after_completion: expected true or false, got {keep_after!r}")
+    checkpoints = {"keep": number(ckpt.get("keep", 2), "checkpoints.keep", int, 1, problems),
+                   "keep_after_completion": keep_after is not False}
     seed = number(raw.get("seed", 0), "seed", int, 0, problems)
     storage = storage_text = str(raw.get("storage", "results"))
     if (problem := storage_problem(storage)) is not None:
@@ -208,10 +218,11 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
         problems.append(f"name: {name!r} must be a non-empty folder name without slashes or spaces")
     spec = Spec(name=name, task=task, config=fixed, algorithm=algorithm, space=space, include=include,
                 num_samples=num_samples, metrics=metrics, modes=modes, scheduler=scheduler, cpus=cpus, gpus=gpus,
-                workers=workers, max_concurrent=max_conc, retries=retries, seed=seed, storage=storage.rstrip("/"),
-                source=source, document=document, storage_text=storage_text)
+                workers=workers, max_concurrent=max_conc, retries=retries, checkpoints=checkpoints, seed=seed,
+                storage=storage.rstrip("/"), source=source, document=document, storage_text=storage_text)
     if task is not None:  # the config's cross-field checks, on every trial the search can produce
-        problems += check_points(spec)
+        if not refused:
+            problems += check_points(spec)
         spec.sources = _check_sources(raw.get("from_trials"), task, spec, problems)
     if problems:
         raise SpecError(source, problems)

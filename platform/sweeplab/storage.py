@@ -244,6 +244,16 @@ class Location:
             os.fsync(fh.fileno())
         return True
 
+    def delete_tree(self) -> None:
+        """Delete the folder and everything in it (nothing when it is already gone)."""
+        try:
+            if self.exists():
+                self.fs.delete_dir(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self.uri}: {exc}") from exc
+
     def delete(self) -> None:
         """Delete the file (nothing when it is already gone)."""
         try:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +34,11 @@ from . import layout as L
 from . import results
 from . import schema as S
 from .lock import driver_alive
+from .plan import Plan
 from .storage import Location, location
 from .task import get_task
 
 State = S.TrialState
-STATUS_EVERY_S = 2.0  # a running trial's status.json and report history are written at most this often
 
 
 def trial_row(task, *, sweep: str, trial_id: str, status: str, values: dict[str, Any], seed: int | None,
@@ -77,10 +75,11 @@ def write_trial_result(sweep: Location, task, trial_id: str, row: dict[str, Any]
 
 
 def write_status(sweep: Location, trial_id: str, status: str, config: dict[str, Any], error: str | None = None,
-                 last_metrics: dict[str, Any] | None = None, seed: int | None = None) -> None:
+                 last_metrics: dict[str, Any] | None = None, seed: int | None = None, point: int | None = None) -> None:
     """``status.json``: the trial's state as the driver sees it (running with its last metrics, then how it
-    ended); what ``sweeplab status`` reads while the sweep runs."""
-    doc = {"trial_id": trial_id, "status": str(status), "error": error, "config": config, "seed": seed,
+    ended), and its planned identity (``point``: its index in the plan, with its config and seed); what
+    ``sweeplab status`` reads while the sweep runs."""
+    doc = {"trial_id": trial_id, "status": str(status), "error": error, "config": config, "seed": seed, "point": point,
            "last_metrics": {k: v for k, v in (last_metrics or {}).items()
                             if isinstance(v, (int, float, str)) and not isinstance(v, bool)}}
     L.status_file(location(sweep), trial_id).write_text(json.dumps(doc, default=str, indent=1))
@@ -102,54 +101,6 @@ def trial_rows(sweep: Location, trial_ids: list[str] | None = None) -> dict[str,
     return {r["trial_id"]: r for r in results.read_arrow(sweep, "trials", trial_ids).to_pylist()}
 
 
-class Progress:
-    """The driver's record of one running trial: its ``status.json`` (running, last metrics) and the history of
-    every report, ``reports.jsonl`` (one JSON object a line: what the dashboard's learning curves read), both
-    written at most every :data:`STATUS_EVERY_S` and when the trial ends (:meth:`flush`). The same on both
-    runners."""
-
-    def __init__(self, sweep: Location, trial_id: str, values: dict[str, Any], seed: int | None):
-        self.sweep, self.trial_id, self.values, self.seed = location(sweep), trial_id, values, seed
-        self.pending: list[dict[str, Any]] = []
-        self.last: dict[str, Any] = {}
-        self.written = -math.inf
-
-    def started(self) -> "Progress":
-        write_status(self.sweep, self.trial_id, State.RUNNING, self.values, seed=self.seed)
-        self.written = time.monotonic()
-        return self
-
-    def report(self, metrics: dict[str, Any]) -> None:
-        self.last = dict(metrics)
-        self.pending.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))
-                             and not isinstance(v, bool) and math.isfinite(v)})
-        if time.monotonic() - self.written >= STATUS_EVERY_S:
-            self.flush()
-
-    def flush(self, state: State = State.RUNNING) -> None:
-        if self.pending:
-            L.reports(self.sweep, self.trial_id).append_text("".join(json.dumps(r) + "\n" for r in self.pending))
-            self.pending.clear()
-        if state == State.RUNNING:
-            write_status(self.sweep, self.trial_id, state, self.values, last_metrics=self.last, seed=self.seed)
-        self.written = time.monotonic()
-
-
-def read_reports(sweep: Location, trial_id: str) -> list[dict[str, Any]]:
-    """Every report the trial made, in order, across its attempts (a line cut short by a crash is skipped)."""
-    try:
-        text = L.reports(location(sweep), trial_id).read_text()
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def completed_trial(sweep: Location, trial_id: str) -> dict | None:
     """The trial's row when it completed (its rank 0 wrote it), else None. A sweep written by the earlier layout
     may hold it only in ``fragments/<id>/trial.parquet``, where rank 0 wrote it then."""
@@ -165,7 +116,7 @@ def completed_trial(sweep: Location, trial_id: str) -> dict | None:
 
 def record_trial(sweep: Location, task, *, sweep_name: str, trial_id: str, status: str, values: dict[str, Any],
                  seed: int | None, error: str | None = None, last_metrics: dict[str, Any] | None = None,
-                 started_from: dict[str, str] | None = None) -> dict[str, Any]:
+                 started_from: dict[str, str] | None = None, point: int | None = None) -> dict[str, Any]:
     """Called by the driver when a trial ends: the trial's row in ``trials`` when its rank 0 did not write it
     (failed, stopped, or a completion found only in the earlier layout's fragment), then its ``status.json``.
     Costs the same at any sweep size. Returns the row."""
@@ -180,11 +131,11 @@ def record_trial(sweep: Location, task, *, sweep_name: str, trial_id: str, statu
         if status == State.COMPLETED:  # Tune says completed but rank 0 never wrote its row: it cannot be trusted
             status, error = State.FAILED, error or "the trial ended without writing its results"
         row = trial_row(task, sweep=sweep_name, trial_id=trial_id, status=status, values=values, seed=seed,
-                        error=error, metrics=last_metrics, started_from=started_from)
+                        error=error, metrics=last_metrics, started_from=started_from, run={"point": point})
         written = False
     if not written:
         results.write_table(L.part(sweep, "trials", trial_id), S.table([row], S.trial_types(task)))
-    write_status(sweep, trial_id, row["status"], values, row["error"], last_metrics, seed)  # after the row
+    write_status(sweep, trial_id, row["status"], values, row["error"], last_metrics, seed, point)  # after the row
     return row
 
 
@@ -203,13 +154,15 @@ def compact(sweep: Location) -> dict[str, int]:
 # ---------------------------------------------------------------- the sweep as a whole
 
 
-def write_sweep_info(spec, planned: int, fingerprint: dict | None = None, runner: str | None = None) -> None:
+def write_sweep_info(spec, plan: Plan, fingerprint: dict | None = None, runner: str | None = None,
+                     extensions: list[dict] = ()) -> None:
     """``sweep.json``: what ``sweeplab status`` and ``compact`` need beside the fragments (the objective, the
-    number of trials planned), the resolved spec a resume is checked against, and the runner whose trials the
-    sweep holds. Written by the driver when the sweep starts or resumes."""
+    number of trials planned), the resolved spec a resume is checked against, the plan (every trial's point, so
+    an extension keeps each trial's index and seed), each extension so far, and the runner whose trials the
+    sweep holds. Written by the driver when the sweep starts, resumes or is extended."""
     doc = {"name": spec.name, "task": spec.task.name, "metrics": spec.metrics, "modes": spec.modes,
-           "planned_trials": planned, "space": sorted(spec.space), "source": spec.source,
-           "resolved": fingerprint, "runner": runner}
+           "planned_trials": plan.samples, "space": sorted(spec.space), "source": spec.source,
+           "resolved": fingerprint, "runner": runner, "extensions": list(extensions), "plan": plan.to_json()}
     L.sweep_info(location(spec.sweep_dir)).write_text(json.dumps(doc, indent=1, default=str))
 
 

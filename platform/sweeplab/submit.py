@@ -48,7 +48,7 @@ import yaml
 import sweeplab
 import sweeplab.tasks
 
-from .ray_runner import TOKEN_HELP
+from .ray_cluster import TOKEN_HELP
 from .service import SweepError, prepare
 from .spec import Spec, SpecError
 from .store import code_version

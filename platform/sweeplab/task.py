@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import os
 import pkgutil
+import sys
 from typing import Any, Callable, Protocol
 
 import torch
@@ -62,6 +63,13 @@ class TrialContext(Protocol):
         """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` with one rank. Lets a task
         spread independent work (e.g. images) over a trial's workers and collect the results for rank 0."""
 
+    def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        """Reduce ``tensor`` in place over the trial's ranks (``op``: ``mean``, ``sum`` or ``max``) and return it;
+        unchanged with one rank. Every rank must call it the same number of times."""
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model inside the data-parallel wrapper :meth:`prepare_model` may have added, else ``model``."""
+
     sources: dict[str, Any]
     """The trials this trial starts from (spec key ``from_trials``), by name: :class:`sweeplab.artifacts.Source`
     objects with ``config`` and ``load(artifact)``; empty when the sweep names none."""
@@ -100,8 +108,13 @@ class Task:
                   start from (spec key ``from_trials``), checked before anything starts.
     plot:         optional ``(trials: DataFrame, evaluations: DataFrame, out_path, sweep) -> None``; ``sweep`` is
                   the sweep's :class:`~sweeplab.storage.Location`, for a plot that also draws from the sweep's
-                  artifacts (example images). It may write more files beside ``out_path`` (same stem).
+                  artifacts (example images). It may write more files beside ``out_path`` (same stem). Usually
+                  named rather than given: ``"plot:plot_segmentation"`` is the function ``plot_segmentation`` of
+                  the module ``plot`` of the task's package, imported on first use (:meth:`draw`), so
+                  registering a task does not import matplotlib.
     summary:      optional; metric names the results table shows first.
+    tiny:         config overrides that make a trial take a few seconds on one CPU core (small data, a few
+                  steps): what the contract test (``tests/test_task_contract.py``) runs every task with.
     """
     name: str
     config: type
@@ -116,8 +129,33 @@ class Task:
     components: Callable[[Any], dict[str, tuple[Callable[[], torch.nn.Module], tuple]]] | None = None
     trained_config: Callable[[Any, Any], Any] | None = None
     sources: dict[str, Any] | None = None
-    plot: Callable[..., None] | None = None
+    plot: str | Callable[..., None] | None = None
     summary: tuple[str, ...] = ()
+    tiny: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def draw(self, trials, evaluations, out_path, sweep=None) -> None:
+        """Draw the task's figures from its tables into ``out_path`` (see :attr:`plot`)."""
+        if self.plot is None:
+            raise ValueError(f"task {self.name!r} has no plot")
+        resolve_plot(self)(trials, evaluations, out_path, sweep)
+
+
+def resolve_plot(task: Task) -> Callable[..., None]:
+    """The function :attr:`Task.plot` names (``"module:function"``, the module relative to the package of the
+    task's config), imported now; a callable ``plot`` as it is."""
+    if not isinstance(task.plot, str):
+        return task.plot
+    module, function = _plot_name(task)
+    package = sys.modules[task.config.__module__].__package__
+    return getattr(importlib.import_module(f".{module}", package) if package else importlib.import_module(module),
+                   function)
+
+
+def _plot_name(task: Task) -> tuple[str, str]:
+    module, sep, function = task.plot.partition(":")
+    if not (module and sep and function) or ":" in function:
+        raise ValueError(f"task {task.name!r}: plot {task.plot!r} is not 'module:function'")
+    return module, function
 
 
 _REGISTRY: dict[str, Task] = {}
@@ -129,7 +167,11 @@ def register_task(task: Task) -> Task:
         raise ValueError(f"task {task.name!r} is registered twice")
     if not dataclasses.is_dataclass(task.config):
         raise TypeError(f"task {task.name!r}: config must be a dataclass")
-    C.fields(task.config)  # checks the conditions between fields
+    infos = C.fields(task.config)  # checks the conditions between fields
+    if isinstance(task.plot, str):
+        _plot_name(task)  # imported on first use (:meth:`Task.draw`)
+    if unknown := sorted(set(task.tiny) - set(infos)):
+        raise ValueError(f"task {task.name!r}: tiny names unknown config keys {unknown}")
     for what, columns in (("metrics", task.metrics), ("eval_columns", task.eval_columns)):
         for col, tp in columns.items():
             try:

@@ -61,8 +61,9 @@ def check_declared(task: Task, metrics: dict[str, Any], rows: list[dict[str, Any
 
 
 def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: str, sweep_dir, code_version: str,
-              started_from: dict[str, str] | None = None) -> dict[str, Any]:
-    """Build the config, train, evaluate on rank 0, write the trial's results, report the final metrics."""
+              started_from: dict[str, str] | None = None, point: int | None = None) -> dict[str, Any]:
+    """Build the config, train, evaluate on rank 0, write the trial's results, report the final metrics.
+    ``point``: the trial's index in the sweep's plan (its ``point`` column)."""
     cfg = C.build(task.config, values)
     seed_everything(ctx.seed + ctx.rank)
     started = store.now()
@@ -78,7 +79,7 @@ def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: s
         run = {"params": cost.params, "gmacs": cost.gmacs, "gmacs_convention": cost.convention,
                "input_shape": cost.shape_text, "components": json.dumps(cost.components) if cost.components
                else None, "train_seconds": train_seconds, "device": str(ctx.device), "num_workers": ctx.world_size,
-               "code_version": code_version, "started_at": started, "ended_at": store.now()}
+               "code_version": code_version, "started_at": started, "ended_at": store.now(), "point": point}
         row = store.trial_row(task, sweep=sweep, trial_id=ctx.trial_id, status="completed", values=values,
                                 seed=ctx.seed, metrics=evaluation.metrics, run=run, started_from=started_from)
         rows = [{"sweep": sweep, "task": task.name, "trial_id": ctx.trial_id, **r} for r in evaluation.rows]

@@ -2,20 +2,12 @@
 quantization independent?", ICASSP 2018. Model in ``model.py`` (layers, density), training in ``train.py``,
 data / evaluation / anchors / plot in their modules; configuration in ``config.py``.
 """
-from sweeplab.artifacts import Needs
-from sweeplab.task import Task, register_task
+from sweeplab.api import Needs, Task, register_task
 
 from . import data, evaluate
 from .config import CompressionConfig
 from .model import build_model
 from .train import ARTIFACT, REPORTS, train
-
-
-def plot_rate_distortion(trials, evaluations, out_path, sweep=None) -> None:
-    """Figure 5 (``plot.py``), imported on use: pandas and matplotlib are slow to import."""
-    from .plot import plot_rate_distortion as plot
-    plot(trials, evaluations, out_path)
-
 
 TASK = register_task(Task(
     name="compression",
@@ -30,6 +22,8 @@ TASK = register_task(Task(
     reports=REPORTS,  # iteration, progress, loss, distortion, rate, psnr_train (autoencoder only)
     sources={"model": Needs((ARTIFACT,), same=("codec", "quantization", "m"),
                             doc="a trained autoencoder to evaluate without training")},
-    plot=plot_rate_distortion,
+    plot="plot:plot_rate_distortion",  # Figure 5
     summary=("psnr", "bpp", "bpp_coded"),
+    tiny={"m": 16, "iterations": 2, "batch_size": 2, "crop_size": 32, "n_train_crops": 4, "betas": (1.0,),
+          "n_extra_images": 1, "extra_crop": 64, "n_test_images": 1, "test_crop": 64},
 ))

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
-from sweeplab.config import param
+from sweeplab.api import param
 
 GAMMA_SET = (10000.0, 12000.0, 16000.0, 24000.0, 40000.0, 72000.0, 96000.0)  # S, Section 4
 BETA_SET = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)  # B, Section 4
@@ -98,10 +97,11 @@ class CompressionConfig:
     checkpoint_every: int = param(10000, "iterations between checkpoints", low=1, when=_AUTOENCODER)
     # data
     train_dir: str = param("", "folder of training images (ImageNet-style, searched recursively); "
-                           "empty: images shipped with scikit-image")
-    test_dir: str = param("", "Kodak-style folder of test images; empty: images shipped with scikit-image")
+                           "empty: images shipped with scikit-image", folder=True)
+    test_dir: str = param("", "Kodak-style folder of test images; empty: images shipped with scikit-image",
+                          folder=True)
     extra_dir: str = param("", "folder of extra images for the latent means mu_i (Section 3.1) and the coded "
-                           "rate's probabilities; empty: the training images")
+                           "rate's probabilities; empty: the training images", folder=True)
     n_extra_images: int = param(1000, "number of extra images (centre crops) for the latent means and the coder's "
                                 "probabilities (authors: 1000)", low=1, when=_AUTOENCODER)
     extra_crop: int = param(384, "side of the centre crops of the extra images (authors: 384)", low=16,
@@ -132,10 +132,4 @@ class CompressionConfig:
             problems.append(f"crop_size: {self.crop_size} is not a multiple of 16 (the encoder downsamples by 16)")
         if self.test_crop % 16:
             problems.append(f"test_crop: {self.test_crop} is not a multiple of 16")
-        # Checked where the sweep is launched, before any trial starts (on a cluster the folders must be on a
-        # filesystem shared with the launching machine); unreadable files are reported by the trial that reads them.
-        for name in ("train_dir", "test_dir", "extra_dir"):
-            folder = getattr(self, name)
-            if folder and not Path(folder).expanduser().is_dir():
-                problems.append(f"{name}: folder not found: {folder}")
         return problems

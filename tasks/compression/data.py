@@ -42,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+
+from sweeplab.api import read_image
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +62,9 @@ def rgb_to_luminance(rgb: np.ndarray) -> np.ndarray:
     return np.round(np.clip(y, 0.0, 255.0)).astype(np.uint8)
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to uint8 RGB (H, W, 3); any decoding failure raises ValueError naming the file."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read image file {path}: {exc}") from exc
-
-
 def read_luminance(path: str | os.PathLike) -> np.ndarray:
-    """uint8 luminance (H, W) of an image file."""
-    return rgb_to_luminance(read_rgb(path))
+    """uint8 luminance (H, W) of an image file (the authors' BT.601 formula, not Pillow's "L" mode)."""
+    return rgb_to_luminance(read_image(path))
 
 
 def list_images(folder: str | os.PathLike, what: str = "image") -> list[Path]:
@@ -141,7 +133,7 @@ def random_crops(paths: list[Path], n: int, crop: int, seed: int = 0) -> tuple[t
 
     def crops_of(job):
         (k, path), pass_idx = job
-        rgb = read_rgb(path)
+        rgb = read_image(path)
         h, w = rgb.shape[:2]
         if h < crop or w < crop:
             return None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sweeplab.task import Evaluation
+from sweeplab.api import Evaluation
 
 from . import anchors, coder
 from .metrics import empirical_entropy_bpp, mse, psnr
@@ -80,7 +80,6 @@ def evaluate_autoencoder(model: torch.nn.Module, betas, test_images, extra_image
     """Rows for each beta in ``betas`` and each test image ``(name, (1, 1, H, W) float tensor)``; the coder's
     statistics come from ``extra_images`` ((1, 1, H, W) float tensors: the trial's extra set, the one mu_i was
     measured on unless the model comes from another sweep's trial)."""
-    model = getattr(model, "module", model)  # unwrap a data-parallel wrapper
     model.eval()
     delta = model.steps().detach().to(device)
     mu = model.latent_means.detach().to(device)
@@ -136,7 +135,7 @@ def evaluate(cfg, state, data, ctx) -> Evaluation:
         if not extra:
             raise ValueError("codec=autoencoder needs data.extra_images: the coded rate's probabilities come from "
                              "the extra image set")
-        rows = evaluate_autoencoder(state, betas, data.test_images, extra, ctx.device, ctx.log)
+        rows = evaluate_autoencoder(ctx.unwrap(state), betas, data.test_images, extra, ctx.device, ctx.log)
         ref = 1.0 if 1.0 in betas else betas[0]
         chosen = [r for r in rows if r["beta"] == ref]
     elif cfg.codec in anchors.CODECS:

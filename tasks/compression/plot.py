@@ -72,8 +72,10 @@ def rate_distortion_curves(trials: pd.DataFrame, evaluations: pd.DataFrame,
     return [(label, c.rename(columns={rate: "rate"})[["rate", "psnr"]]) for label, c in curves if not c.empty]
 
 
-def plot_rate_distortion(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path, rate: str = "bpp") -> None:
-    """Write the rate-distortion PNG to ``out_path`` (an empty-plot note when there is nothing to draw)."""
+def plot_rate_distortion(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path, sweep=None,
+                         rate: str = "bpp") -> None:
+    """Write the rate-distortion PNG to ``out_path`` (an empty-plot note when there is nothing to draw); ``sweep``
+    is not used (the figure needs only the tables)."""
     fig = Figure(figsize=(7.0, 5.0), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 
 from .config import authors_schedule
 from .density import PiecewiseLinearDensity
@@ -36,14 +35,6 @@ from .model import STRIDE, Autoencoder, build_model
 
 # What :func:`train` passes to ``ctx.report`` (the task's ``reports``).
 REPORTS = ("iteration", "progress", "loss", "distortion", "rate", "psnr_train")
-
-
-def _all_reduce(t: torch.Tensor, ctx, op: str = "mean") -> torch.Tensor:
-    if ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-        if op == "mean":
-            t /= ctx.world_size
-    return t
 
 
 def lr_factor(cfg, iteration: int) -> float:
@@ -79,13 +70,13 @@ class _Batches:
 
 def _density_step(density, opt, y, steps, ctx) -> float:
     """Grow the grid if needed, then one gradient step of the density's own loss on y + delta tau."""
-    max_abs = _all_reduce((y.abs().max() + 0.5 * steps.max()).detach().clone(), ctx, "max")
+    max_abs = ctx.all_reduce((y.abs().max() + 0.5 * steps.max()).detach().clone(), "max")
     density.expand(float(max_abs))
     y_tilde = y + steps.view(1, -1, 1, 1) * (torch.rand_like(y) - 0.5)
     opt.zero_grad(set_to_none=True)
     loss = density.density_loss(y_tilde)
     loss.backward()
-    _all_reduce(density.psi.grad, ctx)
+    ctx.all_reduce(density.psi.grad)
     opt.step()
     density.project()
     return float(loss.detach())
@@ -102,7 +93,7 @@ def _metrics(x, out, rate_bits, loss, ctx) -> dict[str, float]:
     mse = ((x - out["x_hat"]) ** 2).mean()
     mse_clipped = ((x - out["x_hat"].clamp(0, 255)) ** 2).mean()
     vals = torch.stack([loss.detach(), mse.detach(), rate_bits.detach().sum() / STRIDE ** 2, mse_clipped.detach()])
-    loss_v, mse_v, rate_v, mse_c = _all_reduce(vals.float(), ctx).tolist()
+    loss_v, mse_v, rate_v, mse_c = ctx.all_reduce(vals.float()).tolist()
     psnr = 10.0 * math.log10(255.0 ** 2 / max(mse_c, 1e-10))
     return {"loss": loss_v, "distortion": mse_v, "rate": rate_v, "psnr_train": psnr}
 
@@ -127,7 +118,7 @@ def train(cfg, data, ctx) -> Autoencoder | None:
         net.load_state_dict(ckpt["model"])
         density.load_state_dict(ckpt["density"])
     model = ctx.prepare_model(net)
-    net = getattr(model, "module", model)
+    net = ctx.unwrap(model)
     density.to(ctx.device)
     delta = [net.delta] if net.delta is not None else []
     opt_transform = torch.optim.Adam([p for p in net.parameters() if all(p is not d for d in delta)], lr=cfg.lr)

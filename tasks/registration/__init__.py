@@ -4,20 +4,14 @@ accumulative enhancement", MICCAI 2021 (ULAE-net), with the baselines of its Tab
 The spatial transformer, flow composition and Jacobian (``layers.py``), the multi-window NCC and smoothness losses
 (``losses.py``), ULAE-net and VoxelMorph (``networks.py``), SyN through antspyx (``syn.py``), Mindboggle101, IXI,
 a generic layout and the embedded MNI152-based subjects (``data.py``), Dice and region groups (``metrics.py``),
-training and evaluation (``train.py``), the figures (``plot.py``); configuration in ``config.py``.
+training and evaluation (``train.py``), the figures (``plot.py``), fixture writers (``testing.py``);
+configuration in ``config.py``.
 """
-from sweeplab.task import Task, register_task
+from sweeplab.api import Task, register_task
 
 from . import data, train
 from .config import RegistrationConfig
 from .networks import build
-
-
-def plot(trials, evaluations, out_path, sweep=None) -> None:
-    """Dice per region group, the Table 1-like table, one pair's slices (``plot.py``), imported on use."""
-    from .plot import plot_registration
-    plot_registration(trials, evaluations, out_path, sweep)
-
 
 TASK = register_task(Task(
     name="registration",
@@ -30,6 +24,8 @@ TASK = register_task(Task(
     metrics=train.METRICS,
     eval_columns=train.ROWS,
     reports=train.REPORTS,
-    plot=plot,
+    plot="plot:plot_registration",  # Dice per region group, the Table 1-like table, one pair's slices
     summary=("dice", "folding_percent", "seconds_per_pair"),
+    tiny={"volume_shape": (32, 32, 32), "n_subjects": 4, "n_test_subjects": 2, "deformation": 10.0,
+          "iterations": 1, "report_every": 1, "n_test_pairs": 1},
 ))

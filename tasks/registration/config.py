@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeplab.config import param
+from sweeplab.api import param
 
 MODELS = ("ulae", "voxelmorph", "syn", "identity")
 DATASETS = ("embedded", "mindboggle", "ixi", "folder")
@@ -60,9 +60,10 @@ class RegistrationConfig:
     dataset: str = param("embedded", "embedded: synthetic subjects made from nilearn's MNI152 template; "
                          "mindboggle: Mindboggle101 (DKT31 labels); ixi: IXI processed with FreeSurfer; "
                          "folder: *_image.nii.gz / *_labels.nii.gz with split.json", choices=DATASETS)
-    data_dir: str = param("", "root of the dataset (mindboggle, ixi, folder)")
-    volume_shape: tuple[int, ...] = param((160, 192, 160), "crop or pad every volume to this shape (Section 3)",
-                                          low=16)
+    data_dir: str = param("", "root of the dataset (mindboggle, ixi, folder)", folder=True)
+    volume_shape: tuple[int, ...] = param((160, 192, 160), "crop or pad every volume to this shape (Section 3); "
+                                          "every side a multiple of 16: the encoders halve it four times",
+                                          low=16, multiple_of=16)
     n_test_pairs: int = param(0, "evaluate only the first N ordered test pairs (0: all)", low=0)
     # the embedded default (no download): one real anatomy, synthetic subjects
     n_subjects: int = param(12, "embedded: number of synthetic subjects", low=3)
@@ -76,14 +77,9 @@ class RegistrationConfig:
         problems = []
         if len(self.volume_shape) != 3:
             problems.append(f"volume_shape: {self.volume_shape} must have three sides")
-        elif any(s % 16 for s in self.volume_shape):
-            problems.append(f"volume_shape: {self.volume_shape}: every side must be a multiple of 16 (the "
-                            "encoders halve it four times)")
         if self.dataset != "embedded" and not self.data_dir:
             problems.append(f"data_dir: dataset {self.dataset!r} needs its root folder")
-        if self.data_dir and not Path(self.data_dir).expanduser().is_dir():
-            problems.append(f"data_dir: folder not found: {self.data_dir}")
-        if self.data_dir and Path(self.data_dir).expanduser().is_dir():
+        if self.data_dir and Path(self.data_dir).expanduser().is_dir():  # a missing one is refused by its field
             from .data import layout_problems
             problems += layout_problems(self)
         if self.n_test_subjects >= self.n_subjects:

@@ -17,6 +17,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sweeplab.api import open_source
+
 logger = logging.getLogger(__name__)
 SETTINGS = ("decoder", "uncoupled", "accumulative", "windows", "ncc", "lambda_")
 
@@ -67,7 +69,6 @@ def _example(trials: pd.DataFrame, sweep):
     """The kept example slices of the best learned trial (then of any trial), or None."""
     if sweep is None:
         return None
-    from sweeplab.artifacts import open_source
     from .config import LEARNED
     from .train import EXAMPLE
     order = trials.assign(learned=trials.model.isin(LEARNED)).sort_values(

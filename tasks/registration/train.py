@@ -26,6 +26,8 @@ import time
 import numpy as np
 import torch
 
+from sweeplab.api import Evaluation
+
 from . import layers, losses, metrics, networks
 from .config import LEARNED
 
@@ -110,8 +112,7 @@ def _register(cfg, net, moving, fixed, moving_labels, seed: int):
 
 def evaluate(cfg, net, data, ctx):
     """Every ordered test pair (module docstring); one row per (pair, label)."""
-    from sweeplab.task import Evaluation
-    net = getattr(net, "module", net)
+    net = ctx.unwrap(net)
     if net is not None:
         net.eval()
     pairs = data.test_pairs()

@@ -4,11 +4,11 @@
 The VAEs, discriminators, the latent mapping with the partial nonlocal block, the scratch-detection U-Net and VGG19
 (``networks.py``), their losses (``losses.py``), the authors' synthetic degradations and the embedded "aged
 print" domain (``degrade.py``), the loaders and batches (``data.py``), the three training stages (``train.py``),
-the evaluation with its baselines (``evaluate.py``) and the figures (``plot.py``); configuration in ``config.py``.
+the evaluation with its baselines (``evaluate.py``), the figures (``plot.py``) and fixture writers
+(``testing.py``); configuration in ``config.py``.
 The stages are trials of one task (``stage``): a mapping sweep names its stage-1 trial with ``from_trials.vaes``.
 """
-from sweeplab.artifacts import Needs
-from sweeplab.task import Task, register_task
+from sweeplab.api import Needs, Task, register_task
 
 from . import data, evaluate, networks, train
 from .config import REFERENCE_SIZE, RestorationConfig
@@ -41,12 +41,6 @@ def components(cfg) -> dict:
             "mapping_discriminator": (lambda: networks.MultiscaleDiscriminator(6), pair)}
 
 
-def plot(trials, evaluations, out_path, sweep=None) -> None:
-    """PSNR/SSIM per method and a grid of examples (``plot.py``), imported on use."""
-    from .plot import plot_restoration
-    plot_restoration(trials, evaluations, out_path, sweep)
-
-
 TASK = register_task(Task(
     name="restoration",
     config=RestorationConfig,
@@ -63,6 +57,8 @@ TASK = register_task(Task(
                                doc="the stage-1 trial whose VAE1 and VAE2 the mapping is trained between"),
              train.DETECTOR: Needs((train.DETECTOR,), doc="a detector trial whose masks the mapping's evaluation "
                                    "uses (default: the true masks of the synthetic scratches)")},
-    plot=plot,
+    plot="plot:plot_restoration",  # PSNR/SSIM per method and a grid of examples
     summary=("psnr", "ssim", "psnr_degraded", "f1"),
+    tiny={"crop": 32, "epochs": 1, "decay_epochs": 0, "epoch_images": 2, "batch_vae1": 2, "batch_vae2": 2,
+          "n_test": 2, "n_examples": 1},
 ))

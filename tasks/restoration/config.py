@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeplab.config import param
+from sweeplab.api import param
 
 STAGES = ("vaes", "mapping", "detector")
 # stage -> (epochs, decay_epochs) of the authors' code; the detector's training code was never released, so its
@@ -99,13 +99,15 @@ class RestorationConfig:
     dataset: str = param("embedded", "embedded: photographs shipped with scikit-image as Y, X made by the "
                          "degradation pipeline, R by a different 'aged print' process (not real old photos); "
                          "files: the folders below", choices=("embedded", "files"))
-    clean_dir: str = param("", "files: clean photos Y (a Pascal VOC root with JPEGImages/, or a folder)")
-    old_dir: str = param("", "files: real old photos R (a folder)")
+    clean_dir: str = param("", "files: clean photos Y (a Pascal VOC root with JPEGImages/, or a folder)",
+                           folder=True)
+    old_dir: str = param("", "files: real old photos R (a folder)", folder=True)
     mask_dir: str = param("", "optional folder of scratch masks named as the old photos; empty: procedural "
-                          "scratches")
+                          "scratches", folder=True)
     test_dir: str = param("", "files: clean photos of the held-out synthetic test (DIV2K_valid_HR); empty: images "
-                          "held out of clean_dir")
-    crop: int = param(256, "side of the random training crops and of the test crops (multiple of 16)", low=16)
+                          "held out of clean_dir", folder=True)
+    crop: int = param(256, "side of the random training crops and of the test crops (a multiple of 16: the "
+                      "detector's U-Net halves it 4 times)", low=16, multiple_of=16)
     n_test: int = param(8, "held-out test images", low=1)
     scratch_p: float = param(0.5, "share of the mapping stage's training samples with scratches pasted (the "
                              "authors' loader: about half; the test set scratches every other image)",
@@ -131,8 +133,6 @@ class RestorationConfig:
 
     def check(self) -> list[str]:
         problems = []
-        if self.crop % 16:
-            problems.append(f"crop: {self.crop} is not a multiple of 16 (the detector's U-Net halves it 4 times)")
         if self.stage in ("vaes", "mapping") and self.vgg > 0:
             if not self.vgg_weights:
                 problems.append(f"vgg: weight {self.vgg} needs ImageNet VGG19 weights, which cannot be downloaded "

@@ -24,7 +24,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import denoise_nl_means, estimate_sigma, inpaint_biharmonic
 
-from sweeplab.task import Evaluation
+from sweeplab.api import Evaluation
 
 from .config import THRESHOLD
 from .data import to_image, to_tensor

@@ -12,6 +12,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sweeplab.api import open_source
+
 SETTINGS = ("latent_l1", "feat_match", "gan", "nonlocal_block", "pixel_l1", "kl", "latent_gan")
 QUALITY = ("psnr", "ssim")
 DETECTION = ("precision", "recall", "f1", "iou")
@@ -40,7 +42,6 @@ def method_means(trials: pd.DataFrame, evaluations: pd.DataFrame) -> pd.DataFram
 def _examples(trials: pd.DataFrame, sweep):
     if sweep is None or not len(trials):
         return None
-    from sweeplab.artifacts import open_source
     from .evaluate import EXAMPLES
     key = "psnr" if trials.psnr.notna().any() else "f1"
     for trial_id in trials.sort_values(key, ascending=False).trial_id:

@@ -67,12 +67,8 @@ class Phase:
         return self.per_epoch * (cfg.epochs + cfg.decay_epochs)
 
 
-def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
-    return getattr(net, "module", net)
-
-
-def _state(phases: list[Phase]) -> dict:
-    return {p.name: {"nets": {k: _unwrap(n).state_dict() for k, n in p.nets.items()},
+def _state(phases: list[Phase], ctx) -> dict:
+    return {p.name: {"nets": {k: ctx.unwrap(n).state_dict() for k, n in p.nets.items()},
                      "opts": {k: o.state_dict() for k, o in p.opts.items()}} for p in phases}
 
 
@@ -84,7 +80,7 @@ def run_phases(cfg, phases: list[Phase], ctx) -> None:
         for p in phases:
             saved = ckpt["state"][p.name]
             for k, net in p.nets.items():
-                _unwrap(net).load_state_dict(saved["nets"][k])
+                ctx.unwrap(net).load_state_dict(saved["nets"][k])
             for k, opt in p.opts.items():
                 opt.load_state_dict(saved["opts"][k])
         done = ckpt["done"]
@@ -107,7 +103,7 @@ def run_phases(cfg, phases: list[Phase], ctx) -> None:
             if (step + 1) % cfg.report_every == 0 or last:
                 checkpoint = None
                 if (step + 1) % cfg.checkpoint_every == 0 or last:
-                    checkpoint = {"state": _state(phases), "done": {**done, p.name: step + 1}}
+                    checkpoint = {"state": _state(phases, ctx), "done": {**done, p.name: step + 1}}
                 ctx.report({"step": step + 1, "progress": (before + step + 1) / total, **values}, checkpoint)
         done[p.name] = n
         before += n
@@ -170,8 +166,8 @@ def vae_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]
     half = max(1, _rank_batch(cfg.batch_vae1, ctx) // 2)
 
     def reconstruct(vae, images):
-        mean = _unwrap(vae).encode(images)
-        return mean, _unwrap(vae).decode(_unwrap(vae).sample(mean))
+        mean = ctx.unwrap(vae).encode(images)
+        return mean, ctx.unwrap(vae).decode(ctx.unwrap(vae).sample(mean))
 
     def vae_loss(vae, disc, images):
         mean, rec = reconstruct(vae, images)

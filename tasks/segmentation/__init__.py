@@ -3,20 +3,13 @@
 The method (``model.py``, ``method.py``), the baselines of Section 3 (``baselines.py``), the evaluation of
 Section 3 (``metrics.py``), BSDS500 and the embedded texture mosaics (``data.py``), Figures 3 and 4 (``plot.py``)
 and a Figure 2-like panel (``figure2.py``) from the label maps trials keep (``label_maps.py``); how images are spread
-over a trial's workers in ``train.py``; configuration in ``config.py``.
+over a trial's workers in ``train.py``; a BSDS500 fixture writer in ``testing.py``; configuration in ``config.py``.
 """
-from sweeplab.task import Task, register_task
+from sweeplab.api import Task, register_task
 
 from . import data, train
 from .config import SegmentationConfig
 from .model import build_model
-
-
-def plot(trials, evaluations, out_path, sweep=None) -> None:
-    """Figures 3 and 4 (``plot.py``) and the Figure 2-like panel from the sweep's kept label maps
-    (``figure2.py``), imported on use: matplotlib is slow to import."""
-    from .plot import plot_segmentation
-    plot_segmentation(trials, evaluations, out_path, sweep)
 
 
 TASK = register_task(Task(
@@ -30,6 +23,7 @@ TASK = register_task(Task(
     metrics=train.METRIC_TYPES,  # f_measure, precision, recall, ap50, ap70, segments_per_image
     eval_columns=train.ROW_TYPES,  # one row per image: image, method, height, width, seconds, f_measure, ...
     reports=train.REPORTS,  # images_done, progress, mean_f_measure
-    plot=plot,
+    plot="plot:plot_segmentation",  # Figures 3 and 4, and the Figure 2-like panel from the kept label maps
     summary=("f_measure", "ap50", "ap70"),
+    tiny={"n_mosaics": 2, "mosaic_size": 32, "T": 2, "M": 1, "p": 8, "q": 8, "K": 50, "keep_label_maps": 1},
 ))

@@ -12,9 +12,8 @@ panel, ``label_maps.py``) and ``plot_selection`` (which configuration of each me
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from sweeplab.config import param
+from sweeplab.api import param
 
 # Conditions (``param(when=...)``): the network, SLIC and training fields are read by ``method.py`` only (the
 # baselines use neither superpixels nor a network); alpha/k by the k-means baseline, threshold by GS.
@@ -48,7 +47,7 @@ class SegmentationConfig:
     threshold: float = param(500.0, "Felzenszwalb: similarity threshold, the paper's beta (100..2000)", low=0.0,
                              when={"method": "felzenszwalb"})
     data_dir: str = param("", "BSDS500 root (images/{split}/*.jpg, groundTruth/{split}/*.mat); "
-                          "empty: the embedded texture mosaics")
+                          "empty: the embedded texture mosaics", folder=True)
     split: str = param("test", "BSDS500 split", choices=("train", "val", "test"))
     n_images: int = param(0, "use only the first N images (0: all)", low=0)
     mosaic_size: int = param(160, "side of the embedded texture mosaics", low=32)
@@ -64,6 +63,4 @@ class SegmentationConfig:
         problems = []
         if self.alpha % 2 == 0:
             problems.append(f"alpha: {self.alpha} must be odd (a window centred on its pixel)")
-        if self.data_dir and not Path(self.data_dir).expanduser().is_dir():
-            problems.append(f"data_dir: folder not found: {self.data_dir}")
         return problems

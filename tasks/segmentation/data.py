@@ -29,8 +29,8 @@ files are repeated to RGB; a texture smaller than the mosaic is extended by mirr
 BSDS500 has several: annotator 0 is the exact cell map; annotator 1 merges the two cells that share the longest
 border (a coarser annotator, which exercises multi-annotator code).
 
-:func:`write_bsds_fixture` writes samples in the BSDS500 format (JPEG images, v5 .mat files), for tests and for users
-who want to run the loader on their own annotated images.
+:func:`~.testing.write_bsds_fixture` writes samples in the BSDS500 format (JPEG images, v5 .mat files), for tests
+and for users who want to run the loader on their own annotated images.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from PIL import Image
+
+from sweeplab.api import read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MOSAIC_SEED = 2018
@@ -79,13 +80,8 @@ class SegmentationData:
 
 # ---------------------------------------------------------------------------------------------------- BSDS500
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to float32 RGB (H, W, 3) in [0, 1]; any decoding failure raises ValueError naming it."""
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read image file {path}: {exc}") from exc
+def as_unit_float(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB -> float32 in [0, 1], a :class:`Sample`'s ``image``."""
     return rgb.astype(np.float32) / np.float32(255.0)
 
 
@@ -167,46 +163,13 @@ def load_bsds(root: str | Path, split: str, n_images: int = 0) -> SegmentationDa
         pairs = pairs[:n_images]
     samples = []
     for stem, image_path, mat_path in pairs:
-        image, gts = read_rgb(image_path), read_ground_truth(mat_path)
+        image, gts = as_unit_float(read_image(image_path)), read_ground_truth(mat_path)
         for i, gt in enumerate(gts):
             if gt.shape != image.shape[:2]:
                 raise ValueError(f"ground-truth file {mat_path}: annotator {i}'s Segmentation is {gt.shape[0]} x "
                                  f"{gt.shape[1]} but image {image_path} is {image.shape[0]} x {image.shape[1]}")
         samples.append(Sample(stem, image, gts))
     return SegmentationData(samples, source=f"bsds500:{Path(root).expanduser() / 'images' / split}")
-
-
-def boundaries(labels: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) map, 1 where a pixel's label differs from its right or lower neighbour. BSDS500 draws its
-    boundaries at twice the resolution (``seg2bdry``); this pixel version is only used to fill fixtures."""
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    return edge.astype(np.uint8)
-
-
-def write_bsds_fixture(root: str | Path, split: str, samples, quality: int = 95) -> Path:
-    """Write samples (anything with ``name``, ``image`` (H, W, 3) float in [0, 1] or uint8, ``gts`` 0-based label
-    maps) in the BSDS500 layout under ``root``: ``images/<split>/<name>.jpg`` (JPEG, so pixels come back only
-    approximately) and ``groundTruth/<split>/<name>.mat`` (v5, compressed; ``groundTruth`` a 1xN cell of structs
-    with ``Segmentation`` uint16 1-based and ``Boundaries``). Nothing is checked, so tests can write broken fixtures
-    (shapes that disagree). Returns the root."""
-    root = Path(root)
-    image_dir, gt_dir = root / "images" / split, root / "groundTruth" / split
-    image_dir.mkdir(parents=True, exist_ok=True)
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    for sample in samples:
-        image = np.asarray(sample.image)
-        if image.dtype != np.uint8:
-            image = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-        Image.fromarray(image).save(image_dir / f"{sample.name}.jpg", quality=quality)
-        cells = np.empty((1, len(sample.gts)), dtype=object)
-        for i, gt in enumerate(sample.gts):
-            struct = np.empty((1, 1), dtype=[("Segmentation", object), ("Boundaries", object)])
-            struct[0, 0] = (np.asarray(gt).astype(np.uint16) + 1, boundaries(np.asarray(gt)))
-            cells[0, i] = struct
-        scipy.io.savemat(gt_dir / f"{sample.name}.mat", {"groundTruth": cells}, do_compression=True)
-    return root
 
 
 # ---------------------------------------------------------------------------------------------- texture mosaics
@@ -219,7 +182,7 @@ def texture(name: str) -> np.ndarray:
     path = Path(skimage.__file__).parent / "data" / filename
     if not path.is_file():
         raise FileNotFoundError(f"scikit-image does not ship the texture image {path}")
-    rgb = read_rgb(path)
+    rgb = as_unit_float(read_image(path))
     if box is not None:
         left, top, right, bottom = box
         rgb = rgb[top:bottom, left:right]

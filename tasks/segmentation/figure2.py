@@ -24,6 +24,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sweeplab.api import build, fields
+
 from . import label_maps
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,6 @@ def colours(labels: np.ndarray) -> np.ndarray:
 def _samples(config: dict, names: list[str]) -> dict:
     """{name: Sample} of a trial's first ``len(names)`` images, loaded with its data settings; {} (with a warning)
     when they cannot be loaded here (e.g. its ``data_dir`` is not on this machine)."""
-    from sweeplab.config import build, fields
     from .config import SegmentationConfig
     from .data import load_data
     known = fields(SegmentationConfig)

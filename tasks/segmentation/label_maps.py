@@ -18,6 +18,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from sweeplab.api import open_source
+
 ARTIFACT = "label_maps"
 
 
@@ -51,7 +53,6 @@ def load(sweep, trial_id: str) -> tuple[dict, dict[str, np.ndarray]] | None:
     """(the trial's full config, {image name: labels}) of a trial of ``sweep`` (a sweep folder, URI or
     :class:`~sweeplab.storage.Location`), or None when it kept no label maps (an older sweep, or
     ``keep_label_maps`` = 0)."""
-    from sweeplab.artifacts import open_source
     try:
         source = open_source(f"{sweep}/{trial_id}")
         payload = source.load(ARTIFACT)

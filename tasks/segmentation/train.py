@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from sweeplab.api import Evaluation
+
 from . import label_maps
 from .baselines import connected_segments, felzenszwalb_segment, kmeans_segment
 from .metrics import PR_THRESHOLDS, _pr_key, ap, image_metrics
@@ -79,7 +81,6 @@ def train(cfg, data, ctx) -> list[dict]:
 
 def evaluate(cfg, rows, data, ctx):
     """Trial metrics: mean F-measure, precision and recall per image; AP at IoU 0.5 and 0.7 pooled over images."""
-    from sweeplab.task import Evaluation
     metrics = {key: float(np.mean([r[key] for r in rows])) for key in ("f_measure", "precision", "recall")}
     metrics.update(ap50=float(ap(rows, 0.5)), ap70=float(ap(rows, 0.7)),
                    segments_per_image=float(np.mean([r["n_segments"] for r in rows])))

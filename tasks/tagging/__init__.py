@@ -2,20 +2,14 @@
 resolution in current CNN architectures for music auto-tagging", EUSIPCO 2020.
 
 Features and their shared store (``features.py``), VGG-CNN and MUSICNN (``models.py``), MagnaTagATune and the
-embedded synthesised set (``data.py``), training and evaluation (``train.py``), Figure 1 (``plot.py``);
-configuration in ``config.py``.
+embedded synthesised set (``data.py``), training and evaluation (``train.py``), Figure 1 (``plot.py``), an
+MTAT fixture writer (``testing.py``); configuration in ``config.py``.
 """
-from sweeplab.task import Task, register_task
+from sweeplab.api import Task, register_task
 
 from . import data, train
 from .config import TaggingConfig
 from .models import build_model, input_shape
-
-
-def plot(trials, evaluations, out_path, sweep=None) -> None:
-    """Figure 1 (``plot.py``), imported on use: matplotlib is slow to import."""
-    from .plot import plot_tagging
-    plot_tagging(trials, evaluations, out_path)
 
 
 TASK = register_task(Task(
@@ -30,6 +24,7 @@ TASK = register_task(Task(
     eval_columns=train.ROW_TYPES,  # one row per tag: tag, roc_auc, pr_auc, n_positive, n_test
     reports=train.REPORTS,  # epoch, progress, loss, val_roc_auc, lr
     trained_config=train.trained_config,  # the cost of the model trained: n_tags = len(data.tags)
-    plot=plot,
+    plot="plot:plot_tagging",  # Figure 1
     summary=("roc_auc", "pr_auc", "gmacs"),
+    tiny={"n_mels": 8, "hop_factor": 10, "n_clips": 20, "n_clips_limit": 2, "epochs": 1, "batch_size": 2},
 ))

@@ -18,9 +18,8 @@ and :meth:`TaggingConfig.schedule` gives what the loop runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from sweeplab.config import param
+from sweeplab.api import param
 
 MEL_BANDS = (128, 96, 48, 32, 24, 16, 8)  # Table II
 HOP_FACTORS = (1, 2, 3, 4, 5, 10)  # Table II
@@ -79,7 +78,7 @@ class TaggingConfig:
                       low=0.0)
     n_tags: int = param(50, "number of most frequent tags (MTAT: 50)", low=1)
     data_dir: str = param("", "MagnaTagATune root (annotations_final.csv, audio folders 0..f); "
-                          "empty: the embedded synthesised tagged-audio set")
+                          "empty: the embedded synthesised tagged-audio set", folder=True)
     feature_dir: str = param("~/.cache/sweeplab/tagging-features", "feature store shared by the trials of a "
                              "sweep (a path all nodes see, on a cluster)")
     n_clips: int = param(600, "embedded set: number of synthesised clips", low=10)
@@ -95,8 +94,6 @@ class TaggingConfig:
 
     def check(self) -> list[str]:
         problems = []
-        if self.data_dir and not Path(self.data_dir).expanduser().is_dir():
-            problems.append(f"data_dir: folder not found: {self.data_dir}")
         if self.model == "vgg":
             from .models import vgg_pools  # Table III: VGG-CNN's pooling exists for the Table II grid only
             try:

@@ -76,8 +76,9 @@ def _label(model, sample_rate) -> str:
     return f"{model}, {float(sample_rate) / 1000:g} kHz"
 
 
-def plot_tagging(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path) -> None:
-    """Write the two panels (ROC-AUC, PR-AUC against GMACs; module docstring) as one PNG to ``out_path``."""
+def plot_tagging(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path, sweep=None) -> None:
+    """Write the two panels (ROC-AUC, PR-AUC against GMACs; module docstring) as one PNG to ``out_path``
+    (``sweep`` is not used: the figure needs only the tables)."""
     fig = Figure(figsize=(13.0, 5.0), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(METRICS))

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sweeplab.api import Evaluation
+
 from .features import FeatureStore, FeatureView
 from .models import build_model, input_frames
 
@@ -102,7 +104,7 @@ def train(cfg, data, ctx):
     feats = _features(cfg, data, ctx)
     net = build_model(trained_config(cfg, data))  # fewer tags than n_tags may exist
     model = ctx.prepare_model(net)
-    net = getattr(model, "module", model)
+    net = ctx.unwrap(model)
     sched = cfg.schedule()  # epochs, batch size, patience and learning rate of the protocol
     opt = torch.optim.Adam(model.parameters(), lr=sched.lr)
     state = {"epoch": 0, "best_auc": -1.0, "best": None, "bad_epochs": 0}
@@ -153,7 +155,6 @@ def train(cfg, data, ctx):
 
 def evaluate(cfg, trained, data, ctx):
     """ROC-AUC and PR-AUC on the test split, macro over tags; one ``evaluations`` row per tag."""
-    from sweeplab.task import Evaluation
     net, feats = trained
     labels = data.labels["test"]
     roc, pr = auc_scores(labels, predict(cfg, net, feats["test"], ctx.device))

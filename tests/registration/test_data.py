@@ -8,14 +8,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from sweeplab.tasks.registration import data
+from sweeplab.config import build
+from sweeplab.tasks.registration import data, testing
 from sweeplab.tasks.registration.config import RegistrationConfig
 
 SHAPE = (16, 16, 16)
 
 
 def test_mindboggle_layout_split_labels_and_groups(tmp_path):
-    root = data.write_mindboggle_fixture(tmp_path, subjects_per_group=2, shape=(20, 24, 20))
+    root = testing.write_mindboggle_fixture(tmp_path, subjects_per_group=2, shape=(20, 24, 20))
     assert (root / "NKI-RS-22_volumes" / "NKI-RS-22-1" / data.MINDBOGGLE_LABELS).is_file()
     ds = data.load_mindboggle(tmp_path, SHAPE)  # the folder above Mindboggle101_volumes is accepted too
     assert [s.name for s in ds.train] == ["NKI-RS-22-1", "NKI-RS-22-2", "NKI-TRT-20-1", "NKI-TRT-20-2"]
@@ -31,7 +32,7 @@ def test_mindboggle_layout_split_labels_and_groups(tmp_path):
 
 
 def test_mindboggle_problems_name_the_missing_folder(tmp_path):
-    root = data.write_mindboggle_fixture(tmp_path, subjects_per_group=1)
+    root = testing.write_mindboggle_fixture(tmp_path, subjects_per_group=1)
     for path in sorted((root / "OASIS-TRT-20_volumes").rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     (root / "OASIS-TRT-20_volumes").rmdir()
@@ -44,7 +45,7 @@ def test_mindboggle_problems_name_the_missing_folder(tmp_path):
 
 
 def test_labels_without_their_image_are_named(tmp_path):
-    root = data.write_mindboggle_fixture(tmp_path, subjects_per_group=1)
+    root = testing.write_mindboggle_fixture(tmp_path, subjects_per_group=1)
     image = root / "NKI-TRT-20_volumes" / "NKI-TRT-20-1" / data.MINDBOGGLE_IMAGE
     image.unlink()
     with pytest.raises(ValueError, match=f"NKI-TRT-20-1/{data.MINDBOGGLE_LABELS}.* no matching "
@@ -53,7 +54,7 @@ def test_labels_without_their_image_are_named(tmp_path):
 
 
 def test_shape_mismatch_non_3d_and_unreadable_files_are_named(tmp_path):
-    root = data.write_mindboggle_fixture(tmp_path, subjects_per_group=1)
+    root = testing.write_mindboggle_fixture(tmp_path, subjects_per_group=1)
     folder = root / "NKI-RS-22_volumes" / "NKI-RS-22-1"
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4)), str(folder / data.MINDBOGGLE_LABELS))
     with pytest.raises(ValueError, match=r"NKI-RS-22-1/t1weighted_brain.MNI152.nii.gz has shape \(20, 24, 20\) but "
@@ -68,7 +69,7 @@ def test_shape_mismatch_non_3d_and_unreadable_files_are_named(tmp_path):
 
 
 def test_ixi_freesurfer_layout_and_the_80_20_split(tmp_path):
-    data.write_ixi_fixture(tmp_path, subjects=10, shape=(18, 18, 18))
+    testing.write_ixi_fixture(tmp_path, subjects=10, shape=(18, 18, 18))
     ds = data.load_ixi(tmp_path, SHAPE, seed=0)
     assert len(ds.train) == 8 and len(ds.test) == 2
     assert {s.name for s in ds.train} | {s.name for s in ds.test} == {f"IXI{n:03d}" for n in range(10)}
@@ -89,7 +90,7 @@ def test_ixi_freesurfer_layout_and_the_80_20_split(tmp_path):
 
 
 def test_generic_folder_layout(tmp_path):
-    data.write_folder_fixture(tmp_path, train=3, test=2, shape=SHAPE, labels=(1, 2, 3))
+    testing.write_folder_fixture(tmp_path, train=3, test=2, shape=SHAPE, labels=(1, 2, 3))
     ds = data.load_folder(tmp_path, SHAPE, n_test_pairs=1)
     assert [s.name for s in ds.train] == ["s0", "s1", "s2"] and len(ds.test_pairs()) == 1
     assert ds.labels == {1: "1", 2: "2", 3: "3"} and ds.groups == ds.labels  # each label its own group by default
@@ -107,7 +108,8 @@ def test_generic_folder_layout(tmp_path):
 def test_missing_root_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="IXI folder .*nowhere"):
         data.load_ixi(tmp_path / "nowhere", SHAPE)
-    assert any("folder not found" in p for p in RegistrationConfig(dataset="ixi", data_dir=str(tmp_path / "x")).check())
+    with pytest.raises(ValueError, match=f"data_dir: folder not found: {tmp_path / 'x'}"):
+        build(RegistrationConfig, {"dataset": "ixi", "data_dir": str(tmp_path / "x")})
     assert any("needs its root folder" in p for p in RegistrationConfig(dataset="mindboggle").check())
 
 
@@ -120,7 +122,7 @@ def test_fit_crops_and_pads_about_the_centre():
 
 
 def test_empty_image_cannot_be_normalised(tmp_path):
-    data.write_folder_fixture(tmp_path, shape=SHAPE)
+    testing.write_folder_fixture(tmp_path, shape=SHAPE)
     nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)), str(tmp_path / "s1_image.nii.gz"))
     ds = data.load_folder(tmp_path, SHAPE)
     with pytest.raises(ValueError, match="s1_image.nii.gz has no positive voxel"):

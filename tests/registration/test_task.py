@@ -15,7 +15,7 @@ from sweeplab.config import build
 from sweeplab.context import LocalContext
 from sweeplab.plan import grid_points
 from sweeplab.spec import SpecError, load
-from sweeplab.tasks.registration import data, train
+from sweeplab.tasks.registration import data, testing, train
 from sweeplab.tasks.registration.config import RegistrationConfig
 from tests.conftest import run_cli
 
@@ -88,21 +88,21 @@ def test_ray_smoke_sweep(tmp_path, sweeplab_cli):
 
 
 def test_paper_specs_take_the_real_layouts(tmp_path):
-    root = data.write_mindboggle_fixture(tmp_path / "mindboggle")
+    root = testing.write_mindboggle_fixture(tmp_path / "mindboggle")
     for name in ("registration-table1", "registration-ablation", "registration-windows-lambda"):
         spec = load(SWEEPS / f"{name}.yaml", [f"data_dir={root}"])
         assert spec.config["dataset"] == "mindboggle" and spec.config["volume_shape"] == (160, 192, 160)
     rows = [(p["uncoupled"], p["accumulative"], tuple(p["windows"]))
             for p in grid_points(load(SWEEPS / "registration-ablation.yaml", [f"data_dir={root}"]))]
     assert rows == [(False, False, (9,)), (False, True, (9,)), (True, True, (9,)), (True, True, (11, 9, 7))]
-    ixi = data.write_ixi_fixture(tmp_path / "ixi")
+    ixi = testing.write_ixi_fixture(tmp_path / "ixi")
     assert load(SWEEPS / "registration-table1.yaml", ["dataset=ixi", f"data_dir={ixi}"]).config["dataset"] == "ixi"
     with pytest.raises(SpecError, match="data_dir: dataset 'mindboggle' needs its root folder"):
         load(SWEEPS / "registration-table1.yaml")
 
 
 def test_a_corrupt_volume_fails_its_trial_with_the_file_named_and_the_tables_stay_whole(tmp_path):
-    root = data.write_folder_fixture(tmp_path / "data", train=3, test=2, shape=(16, 16, 16))
+    root = testing.write_folder_fixture(tmp_path / "data", train=3, test=2, shape=(16, 16, 16))
     (root / "s4_labels.nii.gz").write_bytes(b"\x1f\x8b truncated")
     spec = SWEEPS / "registration-table1-smoke.yaml"
     proc = run_cli(["run", spec, "--local", "--set", f"storage={tmp_path}", "dataset=folder", f"data_dir={root}",

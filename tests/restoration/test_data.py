@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sweeplab.tasks.restoration import data
+from sweeplab.tasks.restoration import data, testing
 
 CROP = 32
 
@@ -31,9 +31,9 @@ class Cfg:
 
 @pytest.fixture
 def layout(tmp_path):
-    voc = data.write_voc_fixture(tmp_path / "VOC2012", n=4, size=48)
-    div2k = data.write_div2k_fixture(tmp_path / "DIV2K_valid_HR", n=3, size=40)
-    old, masks = data.write_old_fixture(tmp_path / "old", n=3, masked=2, size=40)
+    voc = testing.write_voc_fixture(tmp_path / "VOC2012", n=4, size=48)
+    div2k = testing.write_div2k_fixture(tmp_path / "DIV2K_valid_HR", n=3, size=40)
+    old, masks = testing.write_old_fixture(tmp_path / "old", n=3, masked=2, size=40)
     return Cfg(clean_dir=str(voc), old_dir=str(old), mask_dir=str(masks), test_dir=str(div2k))
 
 

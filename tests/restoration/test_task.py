@@ -14,7 +14,7 @@ from sweeplab import cli, results
 from sweeplab.config import build
 from sweeplab.context import LocalContext
 from sweeplab.spec import SpecError, load
-from sweeplab.tasks.restoration import data, train
+from sweeplab.tasks.restoration import data, testing, train
 from sweeplab.tasks.restoration.config import RestorationConfig
 from tests.conftest import run_cli
 
@@ -152,9 +152,9 @@ def test_a_vgg_weight_without_weights_is_refused(tmp_path):
 
 
 def test_paper_specs_take_the_real_layouts(tmp_path):
-    voc = data.write_voc_fixture(tmp_path / "VOC2012", size=272)
-    div2k = data.write_div2k_fixture(tmp_path / "DIV2K_valid_HR", n=2, size=272)
-    old, masks = data.write_old_fixture(tmp_path / "old", size=272)
+    voc = testing.write_voc_fixture(tmp_path / "VOC2012", size=272)
+    div2k = testing.write_div2k_fixture(tmp_path / "DIV2K_valid_HR", n=2, size=272)
+    old, masks = testing.write_old_fixture(tmp_path / "old", size=272)
     vgg = tmp_path / "vgg19.pth"
     vgg.write_bytes(b"checked when training starts")
     folders = [f"clean_dir={voc}", f"test_dir={div2k}", "n_test=2", f"vgg_weights={vgg}"]
@@ -167,7 +167,7 @@ def test_paper_specs_take_the_real_layouts(tmp_path):
     for nonlocal_block, batch in ((False, 80), (True, 36)):  # the authors' batches, resolved by the config
         cfg = build(RestorationConfig, {"stage": "mapping", "nonlocal_block": nonlocal_block})
         assert cfg.batch_size == batch and (cfg.epochs, cfg.decay_epochs) == (150, 100)
-    with pytest.raises(SpecError, match="clean_dir: folder 'data/VOC2012"):
+    with pytest.raises(SpecError, match="clean_dir: folder not found: data/VOC2012"):
         load(SWEEPS / "restoration-stage1.yaml", [f"vgg_weights={vgg}", f"old_dir={old}", f"test_dir={div2k}"])
     with pytest.raises(SpecError, match="old_dir: stage vaes trains VAE1 on real old photos"):
         load(SWEEPS / "restoration-stage1.yaml", [*folders, "old_dir="])

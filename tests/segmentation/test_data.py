@@ -10,7 +10,8 @@ from PIL import Image
 
 from sweeplab.tasks.segmentation import data as data_mod
 from sweeplab.tasks.segmentation.config import SegmentationConfig
-from sweeplab.tasks.segmentation.data import Sample, load_data, make_mosaic, write_bsds_fixture
+from sweeplab.tasks.segmentation.data import Sample, load_data, make_mosaic
+from sweeplab.tasks.segmentation.testing import write_bsds_fixture
 
 
 def _smooth_image(rng, h, w):

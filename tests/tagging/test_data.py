@@ -5,8 +5,8 @@ import scipy.signal
 
 from sweeplab.tasks.tagging import synth
 from sweeplab.tasks.tagging.config import TaggingConfig
-from sweeplab.tasks.tagging.data import (CSV_NAME, FixtureClip, load_data, load_mtat, synth_dataset,
-                                         write_mtat_fixture)
+from sweeplab.tasks.tagging.data import CSV_NAME, load_data, load_mtat, synth_dataset
+from sweeplab.tasks.tagging.testing import FixtureClip, write_mtat_fixture
 
 SR = 16000
 # mp3_path, positive tags: rock 4, guitar 3, piano 2, vocal 1 -> the 2 most frequent are rock, guitar

@@ -180,7 +180,8 @@ def test_ray_smoke_sweep(tmp_path, sweeplab_cli):
 def test_mtat_layout_sweep_with_real_mp3s(tmp_path, sweeplab_cli):
     """A sweep on a MagnaTagATune-layout folder (real mp3s, tab-separated csv, folders 0..f); an empty mp3, as
     the real archive has, is left out with a warning."""
-    from sweeplab.tasks.tagging.data import FixtureClip, synth_dataset, write_mtat_fixture
+    from sweeplab.tasks.tagging.data import synth_dataset
+    from sweeplab.tasks.tagging.testing import FixtureClip, write_mtat_fixture
     synth = synth_dataset(30)
     folders = {"train": "0123456789ab", "valid": "c", "test": "def"}
     clips = []

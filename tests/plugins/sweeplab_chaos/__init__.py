@@ -73,4 +73,4 @@ CHAOS = register_task(Task(
     name="chaos", config=ChaosConfig, build_model=lambda cfg: torch.nn.Linear(2, 1),
     input_shape=lambda cfg: (1, 2), load_data=lambda cfg: None, train=_train, evaluate=_evaluate,
     metrics={"loss": float}, eval_columns={"step": int, "loss": float}, reports=("step", "loss", "progress"),
-    summary=("loss",)))
+    summary=("loss",), tiny={"step_seconds": 0.0}))

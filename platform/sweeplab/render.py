@@ -1,0 +1,60 @@
+"""What the command line prints: a sweep's status, its trials table, a task's config fields (text only; the commands
+in :mod:`sweeplab.cli` fetch what they show)."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from . import config as C
+from .schema import CORE_METRICS
+
+
+def status(st: dict[str, Any]) -> str:
+    """``sweeplab status``: the counts, the best trial per metric, one line per trial."""
+    lines = []
+    c = st["counts"]
+    interrupted = f", {c['interrupted']} interrupted (no live driver: `sweeplab resume` continues them)" \
+        if c["interrupted"] else ""
+    lines.append(f"sweep {st['name']} (task {st['task']}): {c['running']} running, {c['completed']} completed, "
+                 f"{c['stopped']} stopped early, {c['failed']} failed{interrupted}, {c['pending']} not started "
+                 f"({st['planned_trials']} planned)")
+    for metric, b in st["best"].items():
+        shown = ", ".join(f"{k}={v}" for k, v in b["config"].items())
+        lines.append(f"best {metric} ({b['mode']}): {b['value']:.6g}  trial {b['trial_id']}"
+                     + (f"  ({shown})" if shown else ""))
+    if not st["best"]:
+        lines.append("best: no completed trial yet")
+    rows = []
+    for t in st["trials"]:
+        m = t["metrics"]
+        progress = m.get("progress")
+        rows.append((t["trial_id"], t["status"], "" if progress is None else f"{100 * progress:.0f}%",
+                     *(f"{m[k]:.6g}" if isinstance(m.get(k), (int, float)) else "" for k in st["metrics"]),
+                     ", ".join(f"{k}={t['config'].get(k)}" for k in st["space"])))
+    if rows:
+        head = ("trial", "status", "progress", *st["metrics"], "config")
+        widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(len(head) - 1)]
+        for r in (head, *rows):
+            lines.append("  ".join(str(r[i]).ljust(widths[i]) for i in range(len(widths))) + "  " + str(r[-1]))
+    return "\n".join(lines)
+
+
+def trials_table(trials: pd.DataFrame, task) -> str:
+    """The end-of-run table: each trial's state, the config fields that vary, the task's summary metrics and cost."""
+    if trials.empty:
+        return ""
+    cfg_cols = [c for c in C.fields(task.config) if c in trials.columns and trials[c].nunique(dropna=False) > 1]
+    metric_cols = [c for c in dict.fromkeys((*task.summary, *CORE_METRICS)) if c in trials.columns]
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
+        return trials[["trial_id", "status", *cfg_cols, *metric_cols]].to_string(index=False)
+
+
+def fields(task, cfg) -> str:
+    """``sweeplab describe``: every config field, its type, value, valid values, condition and meaning."""
+    rows = [("name", "type", "value", "valid", "applies when", "meaning")]
+    for f in C.fields(task.config).values():
+        rows.append((f.name, getattr(f.type, "__name__", str(f.type)), repr(getattr(cfg, f.name)), f.rule(),
+                     f.condition(), f.doc))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5] for r in rows)
