@@ -1,19 +1,23 @@
-"""Per-trial overhead of sweeplab against bare Ray Tune + Ray Train, in one run.
+"""Per-trial overhead of sweeplab's Ray trials against bare Ray Tune, in one run.
 
-Both sides run the same trivial training function (``--reports`` SGD steps on a 10x1 linear model, each reported;
-5 by default) in N trials with the same resources (1 CPU per Train worker, one worker, the same concurrency), on
-the same embedded Ray:
+Every arm runs the same trivial training function (``--reports`` SGD steps on a 10x1 linear model, each reported;
+5 by default) in N trials, one at a time (concurrency 1: what is measured is each trial's own start-up and
+bookkeeping), 1 CPU per worker, on the same embedded Ray, timed end to end (``Tuner.fit`` or the run service):
 
-* baseline: the documented Ray pattern written by hand: a Tune function per trial that starts a ``TorchTrainer``
-  with ``TuneReportCallback`` (Ray Train V2);
-* sweeplab: the same function registered as a task and run by ``sweeplab``'s Ray runner (spec validation, config
-  building, cost counting, fragments, Parquet tables included).
+* ``bare``: a plain Tune function trainable (Ray Tune's own examples), actors not reused (Tune's default);
+* ``bare-reuse``: the same with ``reuse_actors=True``;
+* ``bare-train``: a Tune function per trial that starts a one-worker ``TorchTrainer`` with ``TuneReportCallback``
+  (Ray Train V2): the documented Tune + Train pattern, sweeplab's path before light trials;
+* ``light``: the function registered as a task, run by sweeplab's Ray runner as light trials (spec validation,
+  config building, cost counting, compute columns, the store's records, Parquet tables included), actors reused;
+* ``light-noreuse``: the same with actor reuse off, against ``bare``;
+* ``multi``: sweeplab with ``resources.workers: 2`` (a Ray Train group of two gloo ranks per trial).
 
-Prints seconds per trial for both and the ratio (target: at most 1.10). The full run takes a few minutes on 2
-cores (starting each trial's Train worker, and each report, dominate both sides); ``--smoke`` runs one trial of one
-report per side, once, on a one-CPU Ray (under a minute), which proves both paths run and says nothing about the
-target. Usage:
-    .venv/bin/python bench/overhead.py [--trials 4] [--repeats 2] [--reports 5] [--cpus N]
+Prints seconds per trial for each arm (the best of ``--repeats`` alternating runs) and the ratios the targets are
+about: ``light / bare-reuse`` and ``light-noreuse / bare`` (target: at most 1.2 each). ``--arms`` picks arms (the
+Train ones take ~15 s a trial on 2 cores). ``--smoke`` runs one trial of one report per arm, once (about a
+minute): it proves every path runs and says nothing about the targets. Usage:
+    .venv/bin/python bench/overhead.py [--trials 20] [--repeats 3] [--reports 5] [--arms bare,light,...]
     .venv/bin/python bench/overhead.py --smoke
 """
 from __future__ import annotations
@@ -30,7 +34,10 @@ import torch
 from sweeplab.config import param
 from sweeplab.task import Evaluation, Task, register_task
 
-SMOKE = {"trials": 1, "repeats": 1, "reports": 1, "cpus": 1}  # --smoke: one trial a side, one CPU
+SMOKE = {"trials": 1, "repeats": 1, "reports": 1}  # --smoke: one trial an arm
+ARMS = ("bare", "bare-reuse", "bare-train", "light", "light-noreuse", "multi")
+TARGETS = (("light", "bare-reuse"), ("light-noreuse", "bare"))  # (ours, anchor): ratio at most 1.2
+TARGET = 1.2
 
 
 @dataclass(frozen=True)
@@ -64,26 +71,30 @@ TASK = register_task(Task(
     metrics={"final_loss": float}, eval_columns={"loss": float}, reports=("loss",)))
 
 
-def _baseline(storage: str, lrs: list[float], steps: int, concurrency: int) -> float:
+def _bare(storage: str, lrs: list[float], steps: int, reuse: bool = False, train: bool = False) -> float:
     import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
-    def worker(config):
-        _fit(config["lr"], config["steps"], ray.train.report)
+    def trial(config):
+        _fit(config["lr"], config["steps"], tune.report)
 
     def driver(config):
-        trial_id = tune.get_context().get_trial_id()
+        from ray.train.torch import TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        def worker(cfg):
+            _fit(cfg["lr"], cfg["steps"], ray.train.report)
         TorchTrainer(worker, train_loop_config=config,
                      scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-                     run_config=ray.train.RunConfig(name=trial_id, storage_path=os.path.join(storage, "train"),
+                     run_config=ray.train.RunConfig(name=tune.get_context().get_trial_id(),
+                                                    storage_path=os.path.join(storage, "train"),
                                                     callbacks=[TuneReportCallback()])).fit()
 
-    tuner = tune.Tuner(tune.with_resources(driver, {"cpu": 0, "memory": 2**20}),
-                       param_space={"lr": tune.grid_search(lrs), "steps": steps},
-                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
-                       run_config=tune.RunConfig(name="baseline", storage_path=storage, verbose=0))
+    trainable = tune.with_resources(driver, {"cpu": 0, "memory": 2**20}) if train else \
+        tune.with_resources(trial, {"cpu": 1})
+    tuner = tune.Tuner(trainable, param_space={"lr": tune.grid_search(lrs), "steps": steps},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=reuse),
+                       run_config=tune.RunConfig(name="bare", storage_path=storage, verbose=0))
     t0 = time.perf_counter()
     grid = tuner.fit()
     assert not grid.errors, grid.errors
@@ -98,51 +109,66 @@ def run_sweeplab(spec) -> dict[str, int]:
     return run_sweep(spec, RayBackend(), say=lambda message: None).counts
 
 
-def _sweeplab(storage: str, lrs: list[float], steps: int, concurrency: int) -> float:
+def _sweeplab(storage: str, lrs: list[float], steps: int, workers: int = 1, reuse: bool = True) -> float:
+    from sweeplab import ray_runner
     from sweeplab.spec import parse
+    ray_runner.REUSE_ACTORS = reuse
     t0 = time.perf_counter()
     spec = parse({"name": "sweeplab", "task": "bench-trivial", "config": {"steps": steps},
                   "search": {"space": {"lr": lrs}}, "metric": "final_loss", "mode": "min",
-                  "max_concurrent": concurrency, "storage": storage})
+                  "resources": {"cpus": 1, "workers": workers}, "max_concurrent": 1, "storage": storage})
     counts = run_sweeplab(spec)
     assert counts["trials"] == len(lrs) and not counts["failed"], counts
     return time.perf_counter() - t0
 
 
+RUN = {"bare": lambda s, lrs, n: _bare(s, lrs, n), "bare-reuse": lambda s, lrs, n: _bare(s, lrs, n, reuse=True),
+       "bare-train": lambda s, lrs, n: _bare(s, lrs, n, train=True), "light": _sweeplab,
+       "light-noreuse": lambda s, lrs, n: _sweeplab(s, lrs, n, reuse=False),
+       "multi": lambda s, lrs, n: _sweeplab(s, lrs, n, workers=2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each side; the best is kept")
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each arm; the best is kept")
     ap.add_argument("--reports", type=int, default=5, help="SGD steps of each trial, each reported")
-    ap.add_argument("--cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
-    ap.add_argument("--smoke", action="store_true", help=f"tiny run {SMOKE}: proves both paths run, no target")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    ap.add_argument("--smoke", action="store_true", help=f"tiny run {SMOKE}: proves every path runs, no target")
     args = ap.parse_args()
     if args.smoke:  # the smoke values replace the defaults; options given on the command line still win
         ap.set_defaults(**SMOKE)
         args = ap.parse_args()
+    arms = [a for a in args.arms.split(",") if a]
+    if unknown := sorted(set(arms) - set(ARMS)):
+        ap.error(f"unknown arms {unknown}: choose among {', '.join(ARMS)}")
     import ray
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # With the dashboard, as sweeplab's embedded Ray (ray_runner.init_ray): Ray Train's placement-group cleaner asks
-    # its state API whether a trial's Train controller lives; without it, trials here lost their workers mid-run.
-    ray.init(num_cpus=args.cpus, include_dashboard=True, log_to_driver=False)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
+    # As sweeplab's embedded Ray (ray_cluster.init_ray): with the dashboard, whose state API Ray Train's
+    # placement-group cleaner asks whether a trial's Train controller lives. Two CPUs: the multi-worker arm's two.
+    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=True, log_to_driver=False)
     lrs = [0.01 * (i + 1) for i in range(args.trials)]
-    best = {"baseline": float("inf"), "sweeplab": float("inf")}
+    best = dict.fromkeys(arms, float("inf"))
     for rep in range(args.repeats):
-        for name, fn in (("baseline", _baseline), ("sweeplab", _sweeplab)):
+        for name in arms:
             storage = tempfile.mkdtemp(prefix=f"bench-{name}-")
             try:
-                seconds = fn(storage, lrs, args.reports, cpus)
+                seconds = RUN[name](storage, lrs, args.reports)
             finally:
                 shutil.rmtree(storage, ignore_errors=True)
-            print(f"repeat {rep + 1}: {name:8s} {seconds:7.2f} s for {args.trials} trials", flush=True)
+            print(f"repeat {rep + 1}: {name:13s} {seconds:7.2f} s for {args.trials} trials", flush=True)
             best[name] = min(best[name], seconds)
-    base, ours = best["baseline"] / args.trials, best["sweeplab"] / args.trials
-    print(f"\nper trial (best of {args.repeats}, {args.trials} trials, {cpus} CPUs, concurrency {cpus}):")
-    print(f"  bare Ray Tune + Train  {base:7.2f} s\n  sweeplab               {ours:7.2f} s")
-    print(f"  ratio sweeplab / bare  {ours / base:7.3f}  (target <= 1.10)")
+    per = {name: s / args.trials for name, s in best.items()}
+    print(f"\nper trial (best of {args.repeats}, {args.trials} trials, concurrency 1, {args.reports} reports):")
+    for name in arms:
+        print(f"  {name:13s} {per[name]:7.3f} s")
+    for ours, anchor in TARGETS:
+        if ours in per and anchor in per:
+            print(f"  ratio {ours} / {anchor}  {per[ours] / per[anchor]:7.3f}  (target <= {TARGET})")
+    if "bare-train" in per and "light" in per:
+        print(f"  light trials vs Tune + TorchTrainer: {per['bare-train'] / per['light']:.1f}x faster per trial")
     if args.smoke:
-        print("smoke run: one trial per side; the figures show that both paths run, not whether the target holds")
+        print("smoke run: one trial per arm; the figures show that every path runs, not whether a target holds")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ BENCH = ROOT / "bench"
 MAIN_BLOCK = re.compile(r"""^if __name__ == ["']__main__["']:""", re.MULTILINE)
 FIGURE = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")  # a decimal number: a timing, a ratio, a size
 NOT_FINITE = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
-RAY = {"overhead"}  # benchmarks that start an embedded Ray
+RAY = {"overhead", "gpu"}  # benchmarks that start an embedded Ray
 TIMEOUT_S = {"overhead": 300}  # seconds; the others get DEFAULT_TIMEOUT_S
 DEFAULT_TIMEOUT_S = 180
 
@@ -34,7 +34,7 @@ def benchmarks() -> list[str]:
 def test_benchmarks_are_found_and_declare_smoke():
     found = benchmarks()
     assert "memory" not in found  # the helper module
-    assert {"overhead", "results", "features", "registration", "segmentation", "tagging_memory"} <= set(found)
+    assert {"overhead", "gpu", "results", "features", "registration", "segmentation", "tagging_memory"} <= set(found)
     for name in found:
         assert "--smoke" in (BENCH / f"{name}.py").read_text(), f"bench/{name}.py has no --smoke mode"
 

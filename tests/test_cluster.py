@@ -194,6 +194,19 @@ def test_asha_stops_trials_and_frees_their_gpus_for_the_next(cluster, tmp_path):
     assert live == []
 
 
+def test_multi_worker_trial_with_fractional_gpus_spans_two_nodes(cluster, tmp_path):
+    """The cluster group's multi-worker test: a trial of two ranks at half a GPU each (gloo: NCCL refuses two
+    ranks on one device, and Ray may place them on one) runs over the two worker nodes (one CPU each) and is
+    recorded once with its workers and the GPUs it held; light trials (the other tests) hold their GPU alone."""
+    name = "multi"
+    spec = _spec(tmp_path, name, {"x": [0.3]}, {"steps": 2, "step_seconds": 0.2},
+                 resources={"gpus": 0.5, "cpus": 1, "workers": 2})
+    cluster.cli("run", spec, "--address", cluster.address, timeout=600)
+    trial = _trials(tmp_path, name).iloc[0]
+    assert trial.status == "completed" and trial.num_workers == 2 and trial.gpus == 1.0 and trial.device == "cpu"
+    assert trial.gpu_seconds > 0 and pd.isna(trial.gpu_peak_mb)  # GPUs held (logical), none used
+
+
 def test_bad_input_is_refused_before_anything_is_submitted(cluster, tmp_path, toy_spec, monkeypatch, capsys):
     # `sweeplab submit` in this process (with the conftest's toy task): each refusal comes before any submission
     toy_spec["storage"] = str(tmp_path / "sweeps")

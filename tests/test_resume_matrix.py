@@ -72,24 +72,35 @@ def _killed_run(tmp_path, point: str, argv: list[str]) -> None:
     assert proc.returncode == KILLED, proc.stdout[-2000:] + proc.stderr[-3000:]  # it died where we said
 
 
-def _completed(sweep) -> set[str]:
-    """The trials whose completed row is in storage (what a resume must not run again)."""
-    return {t for t, row in store.trial_rows(sweep).items() if row["status"] == "completed"}
+def _starts(tmp_path) -> dict[str, list[int]]:
+    """Each trial's attempts so far: the step each one started from (the chaos task logs them)."""
+    return {f.stem: [json.loads(line)["start_step"] for line in f.read_text().splitlines()]
+            for f in (tmp_path / "marks").glob("*.jsonl")}
 
 
-def _check(tmp_path, sweep, planned: int, done_before: set[str]):
+def _completed(tmp_path, sweep, done: dict[str, int] | None = None) -> dict[str, int]:
+    """The trials whose completed row is in storage (what a resume must not run again), each with its number of
+    attempts when first seen completed, added to ``done``."""
+    done = {} if done is None else done
+    attempts = _starts(tmp_path)
+    for t, row in store.trial_rows(sweep).items():
+        if row["status"] == "completed":
+            done.setdefault(t, len(attempts.get(t, [])))
+    return done
+
+
+def _check(tmp_path, sweep, planned: int, done_before: dict[str, int]):
     trials = results.read(sweep)[0]
     assert len(trials) == planned and trials.trial_id.is_unique, trials[["trial_id", "status"]]
     assert set(trials.status) == {"completed"}
     st = store.sweep_status(sweep)
     assert {t["trial_id"]: t["status"] for t in st["trials"]} == dict(zip(trials.trial_id, trials.status))
     assert st["counts"]["completed"] == planned and st["counts"]["pending"] == 0
-    starts: dict[str, list[int]] = {}
-    for f in (tmp_path / "marks").glob("*.jsonl"):
-        starts[f.stem] = [json.loads(line)["start_step"] for line in f.read_text().splitlines()]
+    starts = _starts(tmp_path)
     assert sorted(starts) == sorted(trials.trial_id)
     assert all(s.count(0) == 1 for s in starts.values()), starts  # each trial started from scratch once
-    assert all(len(starts[t]) == 1 for t in done_before), (done_before, starts)  # a completed one never again
+    # a completed one never again: no attempt after the one that completed it
+    assert all(len(starts[t]) == n for t, n in done_before.items()), (done_before, starts)
     return trials
 
 
@@ -102,7 +113,7 @@ def test_local_driver_killed_then_resumed(tmp_path, point, variant):
     _killed_run(tmp_path, point, ["run", str(path), "--local"])
     sweep = tmp_path / "results" / "matrix"
     assert not store.sweep_status(sweep)["driver_alive"]
-    done_before = _completed(sweep)
+    done_before = _completed(tmp_path, sweep)
     assert len(done_before) == {"before-any-trial": 0, "mid-trial": 1, "end-before-record": 2}.get(point, 3)
     if variant != "unchanged":
         path.write_text(yaml.safe_dump(_spec(tmp_path, variant, grown=True)))
@@ -131,14 +142,14 @@ def test_ray_driver_killed_stopped_extended_and_resumed(tmp_path):
     raw["config"]["step_seconds"] = 0.5
     path.write_text(yaml.safe_dump(raw))
     sweep = tmp_path / "results" / "matrix"
-    done: set[str] = set()
+    done: dict[str, int] = {}
     _killed_run(tmp_path, "mid-trial", ["run", str(path)])
-    done |= _completed(sweep)
+    _completed(tmp_path, sweep, done)
     raw["search"]["space"]["x"] = [0.1, 0.5, 0.9]
     path.write_text(yaml.safe_dump(raw))
     _killed_run(tmp_path, "end-before-record", ["resume", str(path), "--extend"])
     assert store.read_sweep_info(sweep)["planned_trials"] == 3
-    done |= _completed(sweep)
+    _completed(tmp_path, sweep, done)
     driver = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", "resume", str(path)], cwd=tmp_path,
                               env=PLUGIN_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -149,9 +160,9 @@ def test_ray_driver_killed_stopped_extended_and_resumed(tmp_path):
     finally:
         driver.kill()
     assert driver.returncode == 0 and "stopped on request" in out, out[-3000:]
-    done |= _completed(sweep)
+    _completed(tmp_path, sweep, done)
     _killed_run(tmp_path, "during-compaction", ["resume", str(path)])
-    done |= _completed(sweep)
+    _completed(tmp_path, sweep, done)
     run_cli(["resume", path], tmp_path, env=PLUGIN_ENV)
     trials = _check(tmp_path, sweep, 3, done)
     assert sorted(trials.point) == [0, 1, 2]  # each trial knows its planned point, and has that point's seed

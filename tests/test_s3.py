@@ -217,11 +217,13 @@ def test_submitted_job_carries_the_endpoint_and_region_but_keys_only_when_asked(
 
 @pytest.mark.ray
 def test_embedded_ray_sweep_on_s3_retries_from_a_checkpoint_and_resumes(s3_server, s3, tmp_path):
-    """`sweeplab run` without --address (an embedded Ray): Tune's experiment state and Train's checkpoints land in
-    the bucket; a trial that fails once is retried from its checkpoint there; `sweeplab resume` restores the
-    finished sweep from the bucket (Tuner.restore with the filesystem) and runs nothing again."""
+    """`sweeplab run` without --address (an embedded Ray), the S3 group's multi-worker test (two gloo ranks per
+    trial, Ray Train): Tune's experiment state and Train's checkpoints land in the bucket; a trial that fails once
+    is retried from its checkpoint there; `sweeplab resume` restores the finished sweep from the bucket
+    (Tuner.restore with the filesystem) and runs nothing again."""
     markers = tmp_path / "markers"
     spec = _chaos_spec(tmp_path, "embedded", s3, markers, {"steps": 3, "step_seconds": 0.1}, retries=1,
+                       resources={"cpus": 1, "workers": 2},
                        search={"algorithm": "grid", "space": {"x": [0.1]},
                                "include": [{"x": 0.7, "fail_attempts": 1, "fail_at_step": 1}]})
     env = _chaos_env(s3_server)
@@ -229,6 +231,7 @@ def test_embedded_ray_sweep_on_s3_retries_from_a_checkpoint_and_resumes(s3_serve
     sweep = f"{s3}/embedded"
     trials = results.read(sweep)[0].set_index("x").sort_index()
     assert list(trials.index) == [0.1, 0.7] and set(trials.status) == {"completed"} and "tables:" in proc.stdout
+    assert (trials.num_workers == 2).all()
     retried = [a["start_step"] for a in _attempts(markers, trials.loc[0.7, "trial_id"])]
     assert retried == [0, 1]  # the retry went on from the checkpoint of step 1, read back from the bucket
     stored = _objects(sweep)

@@ -2,7 +2,9 @@
 registry-parametrised model tests: ``describe`` works, the default config is valid, a tiny in-process trial (the
 task's ``tiny`` overrides) returns exactly the metrics and evaluation columns it declares with their declared
 types, no name collides with a core column or another of the task's names, the plot draws a PNG from the tiny
-trial's tables, and every folder field naming a missing folder is refused at spec load with its name and path."""
+trial's tables, every folder field naming a missing folder is refused at spec load with its name and path, the
+tiny trial run over two ranks (:mod:`tests.dist_harness`) trains one model on the global batch, and a task that
+runs under ``dtype: bfloat16`` runs its tiny trial under the context's autocast."""
 from __future__ import annotations
 
 import ast
@@ -23,6 +25,7 @@ from sweeplab.context import LocalContext
 from sweeplab.spec import SpecError, parse
 from sweeplab.task import Evaluation, list_tasks
 from sweeplab.trial import run_trial
+from tests.dist_harness import DistributedTrialError, run_distributed
 
 TASKS = list_tasks()  # the conftest has registered the toy and chaos tasks
 NAMES = sorted(TASKS)
@@ -30,6 +33,12 @@ NAMES = sorted(TASKS)
 PARTIAL = {"restoration": "each stage (vaes, mapping, detector) returns its own metrics and columns"}
 FOLDER_FIELDS = [(name, field) for name in NAMES for field, info in C.fields(TASKS[name].config).items()
                  if info.folder]
+# The two-rank trial: the tasks that run on several workers, with what their tiny config needs for two ranks.
+NOT_DISTRIBUTED = {"chaos": "trains no model: nothing to compare across ranks"}
+DISTRIBUTED = [n for n in NAMES if TASKS[n].parallel != "none" and n not in NOT_DISTRIBUTED]
+TWO_RANKS = {"tagging": {"batch_size": 4, "n_clips_limit": 4}}  # its BatchNorms need 2 clips a rank
+BFLOAT16 = [n for n in NAMES if TASKS[n].bfloat16 is None]
+NO_FORWARD = {"chaos": "sleeps and reports: no forward pass to run in a lower precision"}
 
 
 @dataclasses.dataclass
@@ -173,3 +182,60 @@ def test_a_task_package_imports_only_the_api(name):
             found += [f"{path.name}: {m}" for m in modules
                       if m and m.split(".")[0] == "sweeplab" and m != "sweeplab.api"]
     assert not found, f"imports of sweeplab modules other than sweeplab.api: {found}"
+
+
+@pytest.mark.parametrize("name", DISTRIBUTED)
+def test_a_tiny_trial_over_two_ranks_trains_one_model_on_the_global_batch(name, tiny_trials):
+    """``parallel="data"``: every rank ends training with the same parameters (the gradients were averaged), and
+    with one ``batch_field`` applying to the trial every step's shares add up to that global batch. ``"split"``:
+    rank 0 evaluates what one process does."""
+    task = TASKS[name]
+    values = {**task.tiny, **TWO_RANKS.get(name, {})}
+    applies = C.active(task.config, values)
+    fields = [f for f in task.batch_fields if applies[f]]  # the trial's global batches
+    for field in fields:
+        if (batch := getattr(C.build(task.config, values), field)) % 2:
+            values[field] = 2 * batch  # the core refuses a global batch two workers cannot share
+    ranks = run_distributed(name, values, world_size=2)
+    if task.parallel == "data":
+        assert ranks[0]["params"], "no model went through ctx.prepare_model"
+        for i, (a, b) in enumerate(zip(*(r["params"] for r in ranks))):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), \
+                f"model {i}: parameters differ across ranks by up to {float((a - b).abs().max()):.3g}"
+    if len(fields) == 1:  # one batch for every step (a task training networks on batches of their own: 2+)
+        batch = getattr(C.build(task.config, values), fields[0])
+        steps = [r["samples"] for r in ranks]
+        assert steps[0] and len(steps[0]) == len(steps[1]), steps
+        assert [a + b for a, b in zip(*steps)] == [batch] * len(steps[0]), f"per rank and step: {steps}"
+    if task.parallel == "split":
+        assert ranks[0]["evaluation"].metrics == pytest.approx(tiny_trials(name).evaluation.metrics)
+
+
+def test_a_failing_rank_raises_with_its_traceback():
+    with pytest.raises(DistributedTrialError, match=r"(?s)rank \d of a 2-rank trial of task 'toy'.*asked to fail"):
+        run_distributed("toy", {"fail": True})
+
+
+class _CountingAutocast(LocalContext):
+    entered = 0
+
+    def autocast(self):
+        self.entered += 1
+        return super().autocast()
+
+
+@pytest.mark.parametrize("name", BFLOAT16)
+def test_a_tiny_trial_runs_under_bfloat16(name, tmp_path, monkeypatch):
+    """A task that does not refuse ``dtype: bfloat16`` (``Task.bfloat16`` None) runs its tiny trial on the CPU
+    under it, through the context's autocast, and its row and reports record the dtype."""
+    import matplotlib
+    monkeypatch.setenv("MPLCONFIGDIR", matplotlib.get_configdir())
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the tagging feature store defaults to ~/.cache
+    task = TASKS[name]
+    ctx = _CountingAutocast(trial_id="t", seed=0, device=torch.device("cpu"), dtype="bfloat16", verbose=False)
+    run_trial(task, dict(task.tiny), ctx, sweep="bf16", sweep_dir=tmp_path / "bf16", code_version="test")
+    if name not in NO_FORWARD:
+        assert ctx.entered, "the trial never entered ctx.autocast()"
+    assert {r["dtype"] for r in ctx.reports} == {"bfloat16"}
+    trials, _ = results.read(tmp_path / "bf16")
+    assert list(trials.dtype) == ["bfloat16"] and list(trials.status) == ["completed"]

@@ -19,7 +19,7 @@ def resolved(spec: "Spec", version: int = FINGERPRINT_VERSION) -> dict[str, Any]
     refuses a spec whose resolved form differs from the stored one. ``config`` holds every config value that is
     not searched, defaults included, so a default changed in the code between a run and its resume is a change
     too (``version`` 1, the form sweeps stored before, held only the values the spec set). Resources,
-    ``max_concurrent``, ``retries`` and ``storage`` may change between a run and its resume."""
+    ``max_concurrent``, ``retries``, ``budget`` and ``storage`` may change between a run and its resume."""
     config = spec.config
     if version >= 2:
         defaults = {name: info.default for name, info in C.fields(spec.task.config).items() if name not in spec.space}
@@ -30,6 +30,8 @@ def resolved(spec: "Spec", version: int = FINGERPRINT_VERSION) -> dict[str, Any]
            "scheduler": spec.scheduler, "seed": spec.seed}
     if spec.from_trials:  # absent when empty: older sweeps' fingerprints stay valid
         doc["from_trials"] = spec.from_trials
+    if spec.dtype != "float32":  # likewise absent at its default
+        doc["dtype"] = spec.dtype
     return json.loads(_canonical(doc))
 
 

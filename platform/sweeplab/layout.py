@@ -5,6 +5,7 @@ A sweep lives at ``<storage>/<name>`` (a local folder or an ``s3://`` prefix)::
     sweep.json                                  the resolved spec, its fingerprint, the plan, the runner (driver)
     driver.lock                                 the driver's lease (sweeplab.lock)
     stop-requested                              ``sweeplab stop`` asks the driver to stop cleanly
+    budget-spent                                why the last driver stopped starting trials (sweeplab.budget)
     fragments/<trial_id>/status.json            the trial's state and last metrics (driver)
     fragments/<trial_id>/reports.jsonl          every progress report of the trial (driver)
     fragments/<trial_id>/trial.parquet          a completed trial's row, in sweeps of the earlier layout
@@ -15,8 +16,9 @@ A sweep lives at ``<storage>/<name>`` (a local folder or an ``s3://`` prefix)::
     results/<table>.parquet                     a table of the earliest layout (read, and migrated when compacted)
     artifacts/<trial_id>/<name>.pt, trial.json  models kept for later sweeps (sweeplab.artifacts)
     local/<trial_id>/checkpoint.pt              --local checkpoints
-    train/<trial_id>/...                        Ray Train runs (checkpoints) of Ray trials
-    tuner.pkl, experiment_state-*.json, ...     Ray Tune's experiment (Tune names these itself)
+    train/<trial_id>/...                        Ray Train runs (checkpoints) of multi-worker Ray trials
+    tuner.pkl, experiment_state-*.json, ...     Ray Tune's experiment (Tune names these itself), with the
+                                                checkpoints of light Ray trials in their Tune trial folders
     extension-<k>/tuner.pkl, ...                the Tune experiment of the k-th extension (resume --extend)
 
 Every function takes the sweep's :class:`~sweeplab.storage.Location` and returns one inside it.
@@ -36,6 +38,10 @@ def sweep_info(sweep: Location) -> Location:
 
 def lock_file(sweep: Location) -> Location:
     return sweep / LOCK_NAME
+
+
+def budget_spent(sweep: Location) -> Location:
+    return sweep / "budget-spent"
 
 
 def stop_request(sweep: Location) -> Location:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import artifacts, progress, store
+from .budget import Budget
 from . import layout as L
 from .context import LocalContext
 from .plan import Plan, split_params, trial_index
@@ -80,7 +81,7 @@ def run_local(spec: Spec, code_version: str, plan: Plan | None = None) -> dict[s
     total = plan.samples
     scratch = _checkpoints(sweep)
     sources = artifacts.open_sources(spec.from_trials)
-    stop = progress.StopRequest(sweep)
+    stop, gpu_budget = progress.StopRequest(sweep), Budget.of(spec)
     for n, (trial_id, params, tell) in enumerate(_trials(spec, plan), start=1):
         values, seed = split_params(params)
         point = trial_index(params)
@@ -96,6 +97,9 @@ def run_local(spec: Spec, code_version: str, plan: Plan | None = None) -> dict[s
             if tell:
                 tell(done)
             continue
+        if gpu_budget is not None and gpu_budget.exhausted:
+            print(gpu_budget.record_stop(), flush=True)
+            break
         shown = ", ".join(f"{k}={values[k]}" for k in sorted(spec.space) if k in values) or "defaults"
         print(f"[{n}/{total}] {trial_id}: {shown}", flush=True)
         final, error, interrupted = None, None, False
@@ -109,7 +113,7 @@ def run_local(spec: Spec, code_version: str, plan: Plan | None = None) -> dict[s
             ctx = LocalContext(trial_id=trial_id, seed=seed, trial_dir=scratch / trial_id, sources=sources,
                                saver=artifacts.Saver(str(sweep), spec.task.name, spec.name, trial_id,
                                                      full_config(spec.task, values)),
-                               on_report=on_report)
+                               on_report=on_report, dtype=spec.dtype)
             try:
                 final = run_trial(spec.task, values, ctx, sweep=spec.name, sweep_dir=sweep,
                                   code_version=code_version, started_from=spec.from_trials, point=point)
@@ -127,10 +131,12 @@ def run_local(spec: Spec, code_version: str, plan: Plan | None = None) -> dict[s
         status = TrialState.COMPLETED if final is not None else TrialState.FAILED
         counts[str(status)] += 1
         record.flush(status)
-        store.record_trial(sweep, spec.task, sweep_name=spec.name, trial_id=trial_id, status=status,
-                           values=values, seed=seed, error=None if final is not None else error,
-                           last_metrics=ctx.reports[-1] if ctx.reports else None,
-                           started_from=spec.from_trials, point=point)
+        row = store.record_trial(sweep, spec.task, sweep_name=spec.name, trial_id=trial_id, status=status,
+                                 values=values, seed=seed, error=None if final is not None else error,
+                                 last_metrics={**ctx.compute(), **(ctx.reports[-1] if ctx.reports else {})},
+                                 started_from=spec.from_trials, point=point)
+        if gpu_budget is not None:
+            gpu_budget.end(trial_id, row)
         if status == TrialState.COMPLETED and not spec.checkpoints["keep_after_completion"]:
             shutil.rmtree(scratch / trial_id, ignore_errors=True)
         if tell:

@@ -17,7 +17,8 @@ from . import layout as L
 from . import progress, store
 from .plan import Plan
 from .schema import TrialState
-from .search import tune_grid, tune_trial_params, tune_trial_point
+from .budget import Budget
+from .search import close_gate, tune_grid, tune_trial_params, tune_trial_point
 from .spec import Spec
 from .storage import Location, location
 from .trial import FINAL_KEY, finite_number
@@ -31,16 +32,24 @@ def results_callback(spec: Spec, plan: Plan):
         state."""
 
         def __init__(self, sweep_dir: str, sweep: str, task, objective: str, from_trials: dict[str, str],
-                     grid: list[dict[str, Any]] | None, keep_after_completion: bool):
+                     grid: list[dict[str, Any]] | None, keep_after_completion: bool, gpu_hours: float | None):
             self.sweep_uri, self.sweep, self.task, self.objective = sweep_dir, sweep, task, objective
             self.from_trials, self.grid, self.keep_after_completion = from_trials, grid, keep_after_completion
+            self.gpu_hours = gpu_hours
             self._progress: dict[str, progress.Progress] = {}
             self._stop = None
             self._gauges = None
             self._loc = None
+            self._budget: Budget | None = None
 
         def __getstate__(self):  # pickled with the experiment for `sweeplab resume`; gauges are rebuilt
-            return {**self.__dict__, "_gauges": None, "_progress": {}, "_loc": None, "_stop": None}
+            return {**self.__dict__, "_gauges": None, "_progress": {}, "_loc": None, "_stop": None, "_budget": None}
+
+        @property
+        def budget(self) -> Budget | None:
+            if self._budget is None and self.gpu_hours is not None:
+                self._budget = Budget(self.sweep_dir, self.gpu_hours)
+            return self._budget
 
         @property
         def sweep_dir(self) -> Location:
@@ -82,6 +91,10 @@ def results_callback(spec: Spec, plan: Plan):
             return self._progress[trial.trial_id]
 
         def on_step_begin(self, iteration, trials, **info):
+            if self.budget is not None and self.budget.exhausted:
+                close_gate(self.sweep_uri)  # no new trial starts; the experiment ends after the running ones
+                print(self.budget.record_stop(), flush=True)
+                self.gpu_hours, self._budget = None, None  # once
             if self._stop is None:
                 self._stop = progress.StopRequest(self.sweep_dir)
             elif self._stop.seen:
@@ -98,6 +111,8 @@ def results_callback(spec: Spec, plan: Plan):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self._export(trial, result)
             self._of(trial).report(result)
+            if self.budget is not None:
+                self.budget.report(trial.trial_id, result)
 
         def _ended(self, trial, status: str, error: str | None = None) -> None:
             last = dict(trial.last_result or {})
@@ -108,8 +123,13 @@ def results_callback(spec: Spec, plan: Plan):
             row = store.record_trial(self.sweep_dir, self.task, sweep_name=self.sweep, trial_id=trial.trial_id,
                                      status=status, values=self._values(trial), seed=self._seed(trial), error=error,
                                      last_metrics=last, started_from=self.from_trials, point=self._point(trial))
+            if self.budget is not None:
+                self.budget.end(trial.trial_id, row)
             if row["status"] == TrialState.COMPLETED and not self.keep_after_completion:
-                L.train_run(self.sweep_dir, trial.trial_id).delete_tree()  # its checkpoints
+                L.train_run(self.sweep_dir, trial.trial_id).delete_tree()  # a multi-worker trial's checkpoints
+                for folder in Location(trial.storage.storage_filesystem, trial.storage.trial_fs_path).folders():
+                    if folder.name.startswith("checkpoint_"):  # a light trial's (Tune's)
+                        folder.delete_tree()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._ended(trial, TrialState.COMPLETED)
@@ -118,7 +138,8 @@ def results_callback(spec: Spec, plan: Plan):
             self._ended(trial, TrialState.FAILED, _read(trial.error_file) if trial.error_file else "trial failed")
 
     return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task, spec.metrics[0], dict(spec.from_trials),
-                           tune_grid(spec, plan), spec.checkpoints["keep_after_completion"])
+                           tune_grid(spec, plan), spec.checkpoints["keep_after_completion"],
+                           spec.budget.get("gpu_hours"))
 
 
 def _read(path: str) -> str:

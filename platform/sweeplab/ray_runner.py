@@ -1,13 +1,12 @@
-"""Running a sweep on Ray: Tune schedules trials, each trial runs the task under Ray Train.
+"""Running a sweep on Ray: Tune schedules the trials; each trial runs light or under Ray Train.
 
-Per trial, Tune runs :func:`_driver`, which starts a ``TorchTrainer`` (Ray Train V2: ``num_workers`` data-parallel
-workers, each with the spec's CPUs/GPUs) whose workers run :func:`sweeplab.trial.run_trial`; metrics reach Tune
-through ``TuneReportCallback``. The Train run is named after the Tune trial id, under ``<sweep>/train/``, so a
-retried or resumed trial finds its checkpoints again. Each trial's rank 0 writes its evaluation rows to storage;
-the sweep's driver process keeps each trial's records (:mod:`sweeplab.ray_records`) and compacts the tables when
-the sweep ends; each extension of the sweep is a Tune experiment of its own (:func:`build_tuner`). Storage is a
-shared folder or an ``s3://`` prefix: the core builds the filesystem (:mod:`sweeplab.storage`) and hands it to Tune
-and Train.
+A trial with one worker is a light trial (:mod:`sweeplab.ray_light`): it runs in its Tune trial's own actor,
+actors reused from trial to trial. A trial with ``workers > 1`` runs a Ray Train data-parallel group
+(:mod:`sweeplab.ray_train`). Each trial's rank 0 writes its evaluation rows to storage; the sweep's driver process
+keeps each trial's records (:mod:`sweeplab.ray_records`), stops starting trials once ``budget.gpu_hours`` is spent
+(:mod:`sweeplab.budget`) and compacts the tables when the sweep ends; each extension of the sweep is a Tune
+experiment of its own (:func:`build_tuner`). Storage is a shared folder or an ``s3://`` prefix: the core builds the
+filesystem (:mod:`sweeplab.storage`) and hands it to Tune and Train.
 
 Ray is imported inside the functions that use it (deferred: a heavy import that ``--local`` sweeps and the other
 commands never need).
@@ -16,149 +15,51 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from pathlib import Path
-from typing import Any
+import pickle
 
-import torch
-import torch.distributed as dist
-
-from . import artifacts, progress, store
-from .context import Collectives
+from . import progress, ray_light, ray_train, store
 from . import layout as L
 from .plan import Plan
-from .schema import TrialState
 from .ray_cluster import init_ray
 from .ray_records import results_callback
-from .search import tune_grid, tune_search, tune_trial_params, tune_trial_point, warm_study
+from .search import open_gate, tune_search, warm_study
 from .service import SweepError
 from .spec import Spec
-from .storage import Location, location
-from .trial import final_report, full_config, run_trial
-
-_CKPT = "state.pt"
-# The Tune trial itself only waits on its TorchTrainer; the Train workers hold the real resources. Tune refuses an
-# empty request, so the driver asks for 1 MiB of memory and no CPU (a CPU here would starve the workers), plus a
-# sliver of the head node's own resource: drivers stay on the head, so losing a worker node (a preempted GPU machine)
-# costs only the Train workers on it, which the retried trial restarts from their checkpoint elsewhere.
-_DRIVER_BUNDLE = {"CPU": 0, "memory": 2**20, "node:__internal_head__": 0.001}
+from .storage import Location, ray_storage
 
 
-class RayTrainContext(Collectives):
-    """:class:`~sweeplab.task.TrialContext` on a Ray Train worker (``unwrap`` and ``all_reduce`` shared with the
-    local context)."""
-
-    def __init__(self, trial_id: str, seed: int, sources: dict[str, Any] | None = None, saver=None):
-        import ray.train
-        import ray.train.torch
-        tc = ray.train.get_context()
-        self.trial_id, self.seed = trial_id, seed
-        self.sources, self._saver = dict(sources or {}), saver
-        self.rank, self.world_size = tc.get_world_rank(), tc.get_world_size()
-        self.device = ray.train.torch.get_device()
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            # A node that declares GPUs it does not have (cluster/local-cluster.sh --worker-gpus): Ray placed the
-            # trial by its GPU request, and it runs on the CPU; the trials table records device "cpu".
-            print(f"[{trial_id}] warning: this node has no CUDA device although Ray gave the trial a GPU; "
-                  "running on the CPU", flush=True)
-            self.device = torch.device("cpu")
-
-    def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None = None) -> None:
-        import ray.train
-        if checkpoint is None or self.rank != 0:
-            ray.train.report(dict(metrics))
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save(checkpoint, Path(tmp) / _CKPT)
-            ray.train.report(dict(metrics), checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        import ray.train
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as where:
-            return torch.load(Path(where) / _CKPT, map_location="cpu", weights_only=False)
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        import ray.train.torch
-        if self.device.type == "cpu":
-            model = model.to(self.device)
-            return torch.nn.parallel.DistributedDataParallel(model) if self.world_size > 1 else model
-        return ray.train.torch.prepare_model(model)
-
-    def all_gather(self, obj: Any) -> list[Any]:
-        if self.world_size == 1:
-            return [obj]
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)  # Ray Train set up the process group (gloo on CPU, NCCL on GPU)
-        return out
-
-    def log(self, message: str) -> None:
-        if self.rank == 0:
-            print(f"[{self.trial_id}] {message}", flush=True)
-
-    def save_artifact(self, name: str, payload: dict[str, Any]) -> None:
-        if self.rank == 0:
-            self._saver(name, payload)
+REUSE_ACTORS = True  # light trials reuse Tune's actors (bench/overhead.py measures them without, too)
 
 
-def _worker(payload: dict[str, Any]) -> None:
-    task, values = payload["task"], payload["values"]
-    saver = artifacts.Saver(payload["sweep_dir"], task.name, payload["sweep"], payload["trial_id"],
-                            full_config(task, values))
-    ctx = RayTrainContext(payload["trial_id"], payload["seed"], artifacts.open_sources(payload["from_trials"]),
-                          saver)
-    run_trial(task, values, ctx, sweep=payload["sweep"], sweep_dir=payload["sweep_dir"],
-              code_version=payload["code_version"], started_from=payload["from_trials"], point=payload["point"])
+def trial_kind(spec: Spec) -> str:
+    """The Tune trainable a new experiment of the sweep runs: light with one worker, Ray Train with more."""
+    return ray_light.NAME if spec.workers == 1 else ray_train.NAME
 
 
-def storage_args(loc: Location) -> dict[str, Any]:
-    """``storage_path`` (and ``storage_filesystem`` for object storage) of a Tune or Train run config."""
-    return {"storage_path": loc.path, "storage_filesystem": loc.fs} if loc.is_s3 else {"storage_path": loc.path}
+def _stored_kind(where: Location) -> str:
+    """The trainable a saved Tune experiment was started with (a sweep started before light trials: Ray Train)."""
+    try:
+        state = pickle.loads((where / "tuner.pkl").read_bytes())  # the Tuner's state (a dict)
+    except (OSError, pickle.UnpicklingError, AttributeError, ImportError):
+        return ray_train.NAME
+    return (state.get("__trainable_name") if isinstance(state, dict) else None) or ray_train.NAME
 
 
-def _make_driver(spec: Spec, plan: Plan, code_version: str):
-    task, sweep, sweep_dir = spec.task, spec.name, str(spec.sweep_dir)
-    from_trials = dict(spec.from_trials)
-    workers, cpus, gpus, keep = spec.workers, spec.cpus, spec.gpus, spec.checkpoints["keep"]
-    grid = tune_grid(spec, plan)
+def _reopen_search(where: Location) -> None:
+    """Let a saved experiment's search go on: one that a spent budget ended (its searcher said it had finished,
+    :func:`sweeplab.search.close_gate`) suggests its remaining trials again; one that ran out of trials says so
+    again at once."""
+    import ray.cloudpickle as cloudpickle
+    for saved in where.files(".json"):
+        if saved.name.startswith("search_gen_state-"):  # Tune's SearchGenerator state: counter, total, finished
+            state = cloudpickle.loads(saved.read_bytes())
+            if isinstance(state, dict) and state.get("finished"):
+                saved.write_bytes(cloudpickle.dumps({**state, "finished": False}))
 
-    def _driver(params: dict[str, Any]) -> None:
-        import ray.train
-        import ray.tune
-        from ray.train.torch import TorchConfig, TorchTrainer
-        from ray.tune.integration.ray_train import TuneReportCallback
-        trial_id = ray.tune.get_context().get_trial_id()
-        loc = location(sweep_dir)
-        done = store.completed_trial(loc, trial_id)
-        if done is not None and done.get("status") == TrialState.COMPLETED:
-            # A resumed sweep whose experiment state was saved before this trial ended (Tune saves it every few
-            # seconds, not at each trial's end): its results are already in storage, so report them, don't rerun.
-            print(f"[{trial_id}] already completed (its results are in storage): not run again", flush=True)
-            ray.tune.report(final_report(task, done))
-            return
-        values, seed = tune_trial_params(params, grid)
-        point = tune_trial_point(params, grid)
-        resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-        # NCCL for GPU trials when this torch build has it (the nodes share one image); a CPU-only build, as on a
-        # local cluster with logical GPUs, falls back to gloo.
-        backend = "nccl" if gpus and dist.is_available() and dist.is_nccl_available() else "gloo"
-        trainer = TorchTrainer(
-            _worker,
-            torch_config=TorchConfig(backend=backend),
-            train_loop_config={"task": task, "values": values, "seed": seed, "trial_id": trial_id, "sweep": sweep,
-                               "sweep_dir": sweep_dir, "code_version": code_version, "from_trials": from_trials,
-                               "point": point},
-            scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
-                                                   resources_per_worker=resources),
-            run_config=ray.train.RunConfig(name=trial_id, **storage_args(L.train_runs(loc)),
-                                           callbacks=[TuneReportCallback()],
-                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep)),
-        )
-        trainer.fit()
 
-    return _driver
+def _trainable(kind: str, spec: Spec, plan: Plan, code_version: str):
+    make = ray_light.make_light_trainable if kind == ray_light.NAME else ray_train.make_train_trainable
+    return make(spec, plan, code_version)
 
 
 def _scheduler(spec: Spec):
@@ -191,14 +92,16 @@ def build_tuner(spec: Spec, plan: Plan, code_version: str, part: int = 0, first:
     extension is an experiment of its own). Restored when Tune saved it, so a resume continues it."""
     from ray import tune
     stop = plan.samples if stop is None else stop
-    trainable = tune.with_resources(_make_driver(spec, plan, code_version),
-                                    tune.PlacementGroupFactory([_DRIVER_BUNDLE]))
     study = None
     if plan.points is None and part > 0:  # a sampler told the finished trials: TPE continues from them
         study = warm_study(spec, sorted(store.trial_rows(spec.sweep_dir).values(), key=lambda r: r["trial_id"]))
     param_space, search_alg = tune_search(spec, plan, _max_concurrent(spec), first=first, study=study)
     where = L.tune_experiment(spec.sweep_dir, part)
     if L.tune_state(where).exists():  # without it Tune never saved the experiment: start it afresh
+        # An experiment is resumed with the kind of trials it started with (Tune keeps each trial's resource
+        # request): a sweep started before light trials goes on under Ray Train, its extensions run light.
+        trainable = _trainable(_stored_kind(where), spec, plan, code_version)
+        _reopen_search(where)
         restore = {"path": where.path, "storage_filesystem": where.fs} if where.is_s3 else {"path": where.path}
         tuner = tune.Tuner.restore(**restore, trainable=trainable, resume_errored=True, param_space=param_space)
         # The restored RunConfig holds the callback pickled (by value) when the sweep started, whose code calls the
@@ -206,14 +109,17 @@ def build_tuner(spec: Spec, plan: Plan, code_version: str, part: int = 0, first:
         # so the restored run config is updated in place).
         tuner._local_tuner.get_run_config().callbacks = [results_callback(spec, plan)]
         return tuner
-    multi = spec.multi_objective
+    multi, kind = spec.multi_objective, trial_kind(spec)
     tune_config = tune.TuneConfig(
         search_alg=search_alg, scheduler=_scheduler(spec), num_samples=stop - first,
-        metric=None if multi else spec.metrics[0], mode=None if multi else spec.modes[0])
-    run_config = tune.RunConfig(name=where.name, **storage_args(where.parent),
+        metric=None if multi else spec.metrics[0], mode=None if multi else spec.modes[0],
+        reuse_actors=REUSE_ACTORS and kind == ray_light.NAME)
+    run_config = tune.RunConfig(name=where.name, **ray_storage(where.parent),
                                 failure_config=tune.FailureConfig(max_failures=spec.retries),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints["keep"]),
                                 callbacks=[results_callback(spec, plan)], verbose=1)
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(_trainable(kind, spec, plan, code_version), param_space=param_space, tune_config=tune_config,
+                      run_config=run_config)
 
 
 def run_ray(spec: Spec, code_version: str, plan: Plan | None = None, extensions: list[dict] = ()) -> dict[str, int]:
@@ -224,8 +130,9 @@ def run_ray(spec: Spec, code_version: str, plan: Plan | None = None, extensions:
     plan = plan or Plan.of(spec)
     bounds = [0, *(e["first"] for e in extensions), plan.samples]
     failed, stop = 0, progress.StopRequest(spec.sweep_dir)
+    open_gate(str(spec.sweep_dir))
     for part in range(len(bounds) - 1):
-        if stop.file.exists():
+        if stop.file.exists() or store.budget_stop(spec.sweep_dir) is not None:
             break
         if bounds[part + 1] > bounds[part]:
             grid = build_tuner(spec, plan, code_version, part, bounds[part], bounds[part + 1]).fit()

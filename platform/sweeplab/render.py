@@ -11,7 +11,8 @@ from .schema import CORE_METRICS
 
 
 def status(st: dict[str, Any]) -> str:
-    """``sweeplab status``: the counts, the best trial per metric, one line per trial."""
+    """``sweeplab status``: the counts, GPU-hours (spent, projected, budget) and why the budget stopped the sweep,
+    the best trial per metric, one line per trial."""
     lines = []
     c = st["counts"]
     interrupted = f", {c['interrupted']} interrupted (no live driver: `sweeplab resume` continues them)" \
@@ -19,6 +20,13 @@ def status(st: dict[str, Any]) -> str:
     lines.append(f"sweep {st['name']} (task {st['task']}): {c['running']} running, {c['completed']} completed, "
                  f"{c['stopped']} stopped early, {c['failed']} failed{interrupted}, {c['pending']} not started "
                  f"({st['planned_trials']} planned)")
+    if (gpu := st.get("gpu_hours")) and (gpu["spent"] or gpu["budget"] is not None):
+        projected = "" if gpu["projected"] is None else \
+            f", {gpu['projected']:.3g} projected for the {st['planned_trials']} planned trials"
+        budget = "" if gpu["budget"] is None else f" (budget {gpu['budget']:g})"
+        lines.append(f"GPU-hours: {gpu['spent']:.3g} spent{projected}{budget}")
+    if st.get("budget_stop") and not st.get("driver_alive") and c["pending"]:
+        lines.append(f"stopped: {st['budget_stop']}")
     for metric, b in st["best"].items():
         shown = ", ".join(f"{k}={v}" for k, v in b["config"].items())
         lines.append(f"best {metric} ({b['mode']}): {b['value']:.6g}  trial {b['trial_id']}"

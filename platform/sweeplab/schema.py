@@ -37,6 +37,16 @@ TRIAL_COLUMNS: tuple[tuple[str, type, str], ...] = (
     ("train_seconds", float, "data loading + training time of the trial (evaluation excluded)"),
     ("device", str, "where it ran (`cpu`, `cuda:0`)"),
     ("num_workers", int, "data-parallel workers"),
+    ("dtype", str, "compute precision: `float32` (the default, the papers') or `bfloat16` (spec key `dtype`)"),
+    ("gpus", float, "GPUs the trial held, all its workers together (0 on CPU; a fraction when sharing one)"),
+    ("gpu_name", str, "the GPU's name (null on CPU)"),
+    ("gpu_seconds", float, "wall time of the trial's last attempt x `gpus` (null without GPUs)"),
+    ("gpu_peak_mb", float, "peak GPU memory allocated by torch, MiB, summed over the trial's processes (null on CPU)"),
+    ("host_peak_mb", float, "peak resident host memory of the trial's processes, MiB, summed over its workers"),
+    ("data_wait_fraction", float, "share of the training wall time spent waiting for data"),
+    ("torch_version", str, "torch version the trial ran on"),
+    ("cuda_version", str, "CUDA version of that torch build (null for a CPU build)"),
+    ("ray_version", str, "Ray version (null with `--local`)"),
     ("seed", int, "the trial's seed, derived from the spec's seed and the trial's number"),
     ("point", int, "the trial's index in the sweep's plan: its grid point (repeats and extensions appended) or its "
                    "sampler draw; `sweep.json` keeps the plan"),
@@ -46,6 +56,8 @@ TRIAL_COLUMNS: tuple[tuple[str, type, str], ...] = (
     ("ended_at", dt.datetime, "when it finished evaluating (completed trials)"),
 )
 CORE_NAMES = tuple(name for name, _, _ in TRIAL_COLUMNS)
+COMPUTE_COLUMNS = ("dtype", "gpus", "gpu_name", "gpu_seconds", "gpu_peak_mb", "host_peak_mb", "data_wait_fraction",
+                   "torch_version", "cuda_version", "ray_version")  # measured by sweeplab.compute, every status
 CORE_METRICS = ("params", "gmacs", "train_seconds")  # what every completed trial reports besides its task's metrics
 
 

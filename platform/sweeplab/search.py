@@ -8,6 +8,7 @@ and the other commands never need).
 """
 from __future__ import annotations
 
+import importlib
 import pickle
 import warnings
 from typing import Any
@@ -150,11 +151,13 @@ def _grid_searcher(first: int, stop: int):
     return GridSearcher()
 
 
-def _named_limiter(searcher, max_concurrent: int, shown: list[str], grid: list[dict[str, Any]] | None):
+def _named_limiter(searcher, max_concurrent: int, shown: list[str], grid: list[dict[str, Any]] | None,
+                   gate: str):
     """A ConcurrencyLimiter whose param space holds the shown fields' domains for the table: the wrapped searcher
     sees the fixed config only (a define-by-run space is its own; the grid searcher has none), and each suggestion
-    is given every shown field's value (from its grid point, or as suggested)."""
-    from ray.tune.search import ConcurrencyLimiter
+    is given every shown field's value (from its grid point, or as suggested). It suggests nothing while the sweep
+    ``gate`` (its storage URI) is closed (:func:`close_gate`)."""
+    from ray.tune.search import ConcurrencyLimiter, Searcher
 
     class NamedLimiter(ConcurrencyLimiter):
         def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -162,6 +165,11 @@ def _named_limiter(searcher, max_concurrent: int, shown: list[str], grid: list[d
             return True  # the domains of the shown fields are for the table, not for the searcher
 
         def suggest(self, trial_id: str):
+            # the registry of this process, looked up at run time: the class is pickled with the experiment
+            if importlib.import_module("sweeplab.search").gate_closed(gate):
+                # the budget is spent: wait for the running trials, then end the experiment (a resume reopens it,
+                # sweeplab.ray_runner._reopen_search)
+                return None if self.live_trials else Searcher.FINISHED
             values = super().suggest(trial_id)
             if not isinstance(values, dict):  # None (wait) or Searcher.FINISHED
                 return values
@@ -173,6 +181,22 @@ def _named_limiter(searcher, max_concurrent: int, shown: list[str], grid: list[d
     return NamedLimiter(searcher, max_concurrent=max_concurrent)
 
 
+_CLOSED: set[str] = set()  # sweeps (by storage URI) whose searchers suggest no more trials in this process
+
+
+def close_gate(sweep: str) -> None:
+    """Let the searchers of ``sweep`` start no more trials (its GPU budget is spent, :mod:`sweeplab.budget`)."""
+    _CLOSED.add(str(sweep))
+
+
+def open_gate(sweep: str) -> None:
+    _CLOSED.discard(str(sweep))
+
+
+def gate_closed(sweep: str) -> bool:
+    return str(sweep) in _CLOSED
+
+
 def tune_search(spec: Spec, plan: Plan, max_concurrent: int, first: int = 0, study: tuple | None = None):
     """(param_space, search_alg) for Ray Tune: the fixed config, the shown fields' domains, and a searcher (the
     plan's grid trials from ``first`` on, in order; or Optuna over :class:`ConditionalSpace`, continuing the
@@ -182,7 +206,8 @@ def tune_search(spec: Spec, plan: Plan, max_concurrent: int, first: int = 0, stu
         grid = tune_grid(spec, plan)
         values = {k: tuple({repr(v): v for v in (p.get(k) for p in grid)}.values()) for k in shown}
         return ({k: _tune_domain(Distribution("choice", v)) for k, v in values.items()},
-                _named_limiter(_grid_searcher(first, len(grid)), max_concurrent, shown, grid))
+                _named_limiter(_grid_searcher(first, len(grid)), max_concurrent, shown, grid,
+                               str(spec.sweep_dir)))
     from ray.tune.search.optuna import OptunaSearch
     multi = spec.multi_objective
     storage, name = study or (None, None)
@@ -190,7 +215,7 @@ def tune_search(spec: Spec, plan: Plan, max_concurrent: int, first: int = 0, stu
                             mode=spec.modes if multi else spec.modes[0], sampler=optuna_sampler(spec),
                             storage=storage, study_name=name)
     space = {**spec.config, **{k: _tune_domain(spec.space[k]) for k in shown}}
-    return space, _named_limiter(searcher, max_concurrent, shown, None)
+    return space, _named_limiter(searcher, max_concurrent, shown, None, str(spec.sweep_dir))
 
 
 def _optuna_distribution(dist: Distribution):

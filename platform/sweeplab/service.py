@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Protocol
 
-from . import progress, store
+from . import budget, progress, store
 from .artifacts import resolve_sources
 from .lock import DriverLock
 from .plan import Plan
@@ -166,6 +166,7 @@ def run_sweep(spec: Spec, backend: Backend, *, resume: bool = False, extend: boo
     with lock:
         stop = progress.StopRequest(spec.sweep_dir)
         stop.clear()  # a request left for a driver that died before it saw it: `stop` asks live drivers only
+        budget.clear(spec.sweep_dir)  # this driver checks the (maybe changed) budget again
         if (problem := start_problem(spec, backend, resume)) is not None:  # another driver may have run it meanwhile
             raise SweepError(problem)
         info = store.read_sweep_info(spec.sweep_dir)
@@ -180,6 +181,8 @@ def run_sweep(spec: Spec, backend: Backend, *, resume: bool = False, extend: boo
             stop.clear()
             say(f"stopped on request (sweeplab stop): the running trials keep their last checkpoint; "
                 f"`sweeplab resume {spec.source}{' --local' if backend.name == 'local' else ''}` continues")
+        if (why := store.budget_stop(spec.sweep_dir)) is not None:
+            say(f"stopped: {why}")
         return Outcome(counts)
 
 

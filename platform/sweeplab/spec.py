@@ -23,11 +23,13 @@ from .task import Task, get_task
 
 ALGORITHMS = ("grid", "random", "tpe", "nsga2")
 TOP_KEYS = {"name", "task", "description", "config", "search", "metric", "mode", "scheduler", "resources",
-            "max_concurrent", "retries", "seed", "storage", "from_trials", "checkpoints"}
+            "max_concurrent", "retries", "seed", "storage", "from_trials", "checkpoints", "dtype", "budget"}
 SEARCH_KEYS = {"algorithm", "space", "include", "num_samples"}
 SCHEDULER_KEYS = {"type", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpus", "gpus", "workers"}
 CHECKPOINT_KEYS = {"keep", "keep_after_completion"}
+BUDGET_KEYS = {"gpu_hours"}
+DTYPES = ("float32", "bfloat16")
 
 
 class SpecError(ValueError):
@@ -58,6 +60,8 @@ class Spec:
     checkpoints: dict[str, Any]            # retention: keep (the last N per trial), keep_after_completion
     seed: int
     storage: str                           # an absolute local folder or an s3:// URI
+    dtype: str = "float32"                 # compute precision: float32 (the papers') or bfloat16 (autocast)
+    budget: dict[str, float] = dataclasses.field(default_factory=dict)  # gpu_hours: stop starting trials once spent
     source: str = "<spec>"
     document: dict[str, Any] = dataclasses.field(default_factory=dict)  # the mapping parsed, before --set
     files: tuple[str, ...] = ()            # the spec file, then the files it extends (load)
@@ -208,6 +212,15 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
     checkpoints = {"keep": number(ckpt.get("keep", 2), "checkpoints.keep", int, 1, problems),
                    "keep_after_completion": keep_after is not False}
     seed = number(raw.get("seed", 0), "seed", int, 0, problems)
+    dtype = str(raw.get("dtype", "float32"))
+    if dtype not in DTYPES:
+        problems.append(f"dtype: {dtype!r} is not one of {list(DTYPES)}")
+    elif dtype == "bfloat16" and task is not None and task.bfloat16:
+        problems.append(f"dtype: task {task.name!r} does not run under bfloat16: {task.bfloat16}")
+    budget = {k: number(v, f"budget.{k}", float, 0, problems)
+              for k, v in mapping(raw, "budget", BUDGET_KEYS, problems).items()}
+    if task is not None and workers and workers > 1:
+        problems += _check_workers(task, workers)
     storage = storage_text = str(raw.get("storage", "results"))
     if (problem := storage_problem(storage)) is not None:
         problems.append(f"storage: {problem}")
@@ -219,14 +232,40 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
     spec = Spec(name=name, task=task, config=fixed, algorithm=algorithm, space=space, include=include,
                 num_samples=num_samples, metrics=metrics, modes=modes, scheduler=scheduler, cpus=cpus, gpus=gpus,
                 workers=workers, max_concurrent=max_conc, retries=retries, checkpoints=checkpoints, seed=seed,
-                storage=storage.rstrip("/"), source=source, document=document, storage_text=storage_text)
+                storage=storage.rstrip("/"), source=source, document=document, storage_text=storage_text,
+                dtype=dtype, budget=budget)
     if task is not None:  # the config's cross-field checks, on every trial the search can produce
         if not refused:
             problems += check_points(spec)
+            if task.batch_fields and isinstance(workers, int) and workers > 1:
+                problems += _check_batch(spec)
         spec.sources = _check_sources(raw.get("from_trials"), task, spec, problems)
     if problems:
         raise SpecError(source, problems)
     return spec
+
+
+def _check_workers(task: Task, workers: int) -> list[str]:
+    """``resources.workers`` against the data parallelism the task supports (:attr:`Task.parallel`)."""
+    if task.parallel == "none":
+        return [f"resources.workers: {workers} — task {task.name!r} runs on one worker (it supports no data "
+                "parallelism); use workers: 1 and more trials at once instead"]
+    return []
+
+
+def _check_batch(spec: Spec) -> list[str]:
+    """Every planned trial's global batches (:attr:`Task.batch_field`, those that apply to it) split evenly over
+    the workers."""
+    workers, problems = spec.workers, []
+    planned = [(cfg, C.active(spec.task.config, cfg)) for cfg in planned_configs(spec)]
+    for field in spec.task.batch_fields:
+        bad = sorted({cfg[field] for cfg, applies in planned
+                      if applies[field] and isinstance(cfg[field], int) and cfg[field] % workers})
+        if bad:
+            problems.append(f"resources.workers: {workers} — config.{field} {', '.join(map(str, bad))} does not "
+                            f"split evenly over {workers} workers (each rank trains on {field} / workers of every "
+                            f"batch): use a multiple of {workers}")
+    return problems
 
 
 def _check_sources(raw: Any, task: Task, spec: Spec, problems: list) -> dict[str, Any]:

@@ -285,6 +285,11 @@ def storage_problem(text: str) -> str | None:
     return None
 
 
+def ray_storage(loc: Location) -> dict[str, Any]:
+    """``storage_path`` (and ``storage_filesystem`` for object storage) of a Ray Tune or Train run config."""
+    return {"storage_path": loc.path, "storage_filesystem": loc.fs} if loc.is_s3 else {"storage_path": loc.path}
+
+
 def location(target: "str | os.PathLike | Location") -> Location:
     """``s3://bucket/prefix`` or a local path (made absolute) as a :class:`Location` (ValueError naming the
     problem for anything else, see :func:`storage_problem`)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,9 @@ def record_trial(sweep: Location, task, *, sweep_name: str, trial_id: str, statu
     else:
         if status == State.COMPLETED:  # Tune says completed but rank 0 never wrote its row: it cannot be trusted
             status, error = State.FAILED, error or "the trial ended without writing its results"
+        compute = {k: v for k, v in (last_metrics or {}).items() if k in S.COMPUTE_COLUMNS}  # its last report's
         row = trial_row(task, sweep=sweep_name, trial_id=trial_id, status=status, values=values, seed=seed,
-                        error=error, metrics=last_metrics, started_from=started_from, run={"point": point})
+                        error=error, metrics=last_metrics, started_from=started_from, run={"point": point, **compute})
         written = False
     if not written:
         results.write_table(L.part(sweep, "trials", trial_id), S.table([row], S.trial_types(task)))
@@ -162,8 +164,17 @@ def write_sweep_info(spec, plan: Plan, fingerprint: dict | None = None, runner: 
     sweep holds. Written by the driver when the sweep starts, resumes or is extended."""
     doc = {"name": spec.name, "task": spec.task.name, "metrics": spec.metrics, "modes": spec.modes,
            "planned_trials": plan.samples, "space": sorted(spec.space), "source": spec.source,
-           "resolved": fingerprint, "runner": runner, "extensions": list(extensions), "plan": plan.to_json()}
+           "resolved": fingerprint, "runner": runner, "extensions": list(extensions), "plan": plan.to_json(),
+           "budget": dict(spec.budget)}
     L.sweep_info(location(spec.sweep_dir)).write_text(json.dumps(doc, indent=1, default=str))
+
+
+def budget_stop(sweep: Location) -> str | None:
+    """Why the sweep's last driver stopped starting trials for its GPU budget (:mod:`sweeplab.budget`), or None."""
+    try:
+        return L.budget_spent(location(sweep)).read_text()
+    except FileNotFoundError:
+        return None
 
 
 def read_sweep_info(sweep: Location) -> dict | None:
@@ -211,7 +222,8 @@ def sweep_status(target) -> dict[str, Any]:
         metrics = dict(status["last_metrics"]) if status else {}
         if row is not None:
             metrics.update({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                            and k not in metrics and v is not None})
+                            and (k not in metrics or k in S.COMPUTE_COLUMNS and state == row["status"])
+                            and v is not None})  # a finished trial's compute is its row's
         if state == State.COMPLETED:
             metrics["progress"] = 1.0
         config = status["config"] if status else {k: row.get(k) for k in info["space"]}
@@ -229,7 +241,22 @@ def sweep_status(target) -> dict[str, Any]:
                             "config": {k: pick["config"].get(k) for k in info["space"]}}
     pending = max(info["planned_trials"] - len(trials), 0)
     return {**info, "driver_alive": alive, "counts": {**counts, "pending": pending}, "best": best,
-            "trials": trials}
+            "trials": trials, "gpu_hours": _gpu_hours(trials, info), "budget_stop": budget_stop(sweep)}
+
+
+def gpu_seconds(values: dict[str, Any]) -> float | None:
+    """The ``gpu_seconds`` of a row or report (None when it has none: a trial without GPUs)."""
+    v = values.get("gpu_seconds")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _gpu_hours(trials: list[dict[str, Any]], info: dict) -> dict[str, float | None]:
+    """GPU-hours spent (finished trials and the running ones so far), the projection for every planned trial
+    (the mean of the finished trials with GPUs, times the plan; None before one), and the budget."""
+    spent = sum(gpu_seconds(t["metrics"]) or 0.0 for t in trials) / 3600
+    finished = [s for t in trials if t["status"] in State.finished() and (s := gpu_seconds(t["metrics"])) is not None]
+    projected = sum(finished) / len(finished) * info["planned_trials"] / 3600 if finished else None
+    return {"spent": spent, "projected": projected, "budget": (info.get("budget") or {}).get("gpu_hours")}
 
 
 def code_version() -> str:

@@ -74,6 +74,26 @@ class TrialContext(Protocol):
     """The trials this trial starts from (spec key ``from_trials``), by name: :class:`sweeplab.artifacts.Source`
     objects with ``config`` and ``load(artifact)``; empty when the sweep names none."""
 
+    cpus: int
+    """The CPU cores this rank holds (``resources.cpus`` on Ray; the machine's under ``--local``): what a task's
+    data-loader worker processes fit within."""
+
+    dtype: torch.dtype
+    """The trial's compute precision (spec key ``dtype``): ``torch.float32`` (the papers', the default) or
+    ``torch.bfloat16``, which :meth:`autocast` applies."""
+
+    def autocast(self):
+        """A context manager for the forward passes (and losses) of training and evaluation: ``torch.autocast``
+        to :attr:`dtype` on the trial's device under ``dtype: bfloat16``, nothing under float32. Parameters,
+        optimiser state and checkpoints stay float32."""
+
+    def data_wait(self):
+        """A context manager around the code that waits for data (the next batch, a decoded volume): its time is
+        the trial's ``data_wait_fraction`` (the share of training wall time spent waiting for data)."""
+
+    def timed(self, iterable):
+        """``iterable``'s items, the time spent getting each one counted as :meth:`data_wait`."""
+
     def save_artifact(self, name: str, payload: dict[str, Any]) -> None:
         """Keep a named artifact (a ``torch.save``-able dict: weights plus what rebuilds the model) beside the
         trial's results, for later sweeps to start from (:mod:`sweeplab.artifacts`). Only rank 0's is kept."""
@@ -115,6 +135,18 @@ class Task:
     summary:      optional; metric names the results table shows first.
     tiny:         config overrides that make a trial take a few seconds on one CPU core (small data, a few
                   steps): what the contract test (``tests/test_task_contract.py``) runs every task with.
+    parallel:     the data parallelism the task supports over a trial's workers (``resources.workers``):
+                  ``"data"`` (each rank trains on its share of every global batch, gradients averaged by
+                  :meth:`TrialContext.prepare_model`'s wrapper), ``"split"`` (ranks share out independent work,
+                  e.g. images, through :meth:`TrialContext.all_gather`) or ``"none"`` (one worker only). A spec
+                  asking for more workers than the task supports is refused at load.
+    batch_field:  with ``parallel="data"``, the config field holding the global batch size, or a tuple of them
+                  (a task whose networks train on batches of their own): every planned trial's value of each
+                  field that applies to it must be a multiple of ``resources.workers`` (checked at load), each
+                  rank taking ``batch // world_size``, so the number of workers never changes what a step trains
+                  on.
+    bfloat16:     None when the task runs under ``dtype: bfloat16`` (:meth:`TrialContext.autocast`); else why it
+                  cannot (such a spec is refused at load with this reason).
     """
     name: str
     config: type
@@ -132,6 +164,14 @@ class Task:
     plot: str | Callable[..., None] | None = None
     summary: tuple[str, ...] = ()
     tiny: dict[str, Any] = dataclasses.field(default_factory=dict)
+    parallel: str = "data"
+    batch_field: str | tuple[str, ...] | None = None
+    bfloat16: str | None = None
+
+    @property
+    def batch_fields(self) -> tuple[str, ...]:
+        """:attr:`batch_field` as a tuple (empty when the task declares none)."""
+        return (self.batch_field,) if isinstance(self.batch_field, str) else tuple(self.batch_field or ())
 
     def draw(self, trials, evaluations, out_path, sweep=None) -> None:
         """Draw the task's figures from its tables into ``out_path`` (see :attr:`plot`)."""
@@ -158,6 +198,7 @@ def _plot_name(task: Task) -> tuple[str, str]:
     return module, function
 
 
+PARALLEL = ("data", "split", "none")  # Task.parallel
 _REGISTRY: dict[str, Task] = {}
 _BROKEN: dict[str, str] = {}  # module name -> why it could not be imported
 
@@ -170,6 +211,11 @@ def register_task(task: Task) -> Task:
     infos = C.fields(task.config)  # checks the conditions between fields
     if isinstance(task.plot, str):
         _plot_name(task)  # imported on first use (:meth:`Task.draw`)
+    if task.parallel not in PARALLEL:
+        raise ValueError(f"task {task.name!r}: parallel {task.parallel!r} is not one of {list(PARALLEL)}")
+    if task.batch_fields and (task.parallel != "data" or not set(task.batch_fields) <= set(infos)):
+        raise ValueError(f"task {task.name!r}: batch_field {task.batch_field!r} must be config fields of a task "
+                         "with parallel='data'")
     if unknown := sorted(set(task.tiny) - set(infos)):
         raise ValueError(f"task {task.name!r}: tiny names unknown config keys {unknown}")
     for what, columns in (("metrics", task.metrics), ("eval_columns", task.eval_columns)):

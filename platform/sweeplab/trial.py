@@ -13,6 +13,7 @@ import torch
 from . import config as C
 from . import store
 from . import schema as S
+from .compute import combine
 from .cost import model_cost
 from .storage import location
 from .task import Task, TrialContext
@@ -49,6 +50,17 @@ def final_report(task: Task, row: dict[str, Any]) -> dict[str, Any]:
     return {**_reported(task, row), FINAL_KEY: 1}
 
 
+def completed_report(task: Task, sweep, trial_id: str) -> dict[str, Any] | None:
+    """The final report of a trial that already completed (its results are in storage), else None: a resumed
+    sweep whose experiment state was saved before the trial ended (Tune saves it every few seconds, not at each
+    trial's end) reports it again instead of running it again."""
+    done = store.completed_trial(location(sweep), trial_id)
+    if done is None:
+        return None
+    print(f"[{trial_id}] already completed (its results are in storage): not run again", flush=True)
+    return final_report(task, done)
+
+
 def check_declared(task: Task, metrics: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """A task must report only what it declares (the declarations are the tables' schema)."""
     problems = []
@@ -67,10 +79,13 @@ def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: s
     cfg = C.build(task.config, values)
     seed_everything(ctx.seed + ctx.rank)
     started = store.now()
+    meter = ctx.start_meter()
     t0 = time.perf_counter()
-    data = task.load_data(cfg)
+    with ctx.data_wait():  # data loaded before training is data the trial waited for
+        data = task.load_data(cfg)
     state = task.train(cfg, data, ctx)
     train_seconds = time.perf_counter() - t0
+    compute = ctx.all_gather(ctx.compute(train_seconds))  # every rank's peaks, for rank 0's row
     final: dict[str, Any] = {}
     if ctx.rank == 0:
         evaluation = task.evaluate(cfg, state, data, ctx)
@@ -79,11 +94,13 @@ def run_trial(task: Task, values: dict[str, Any], ctx: TrialContext, *, sweep: s
         run = {"params": cost.params, "gmacs": cost.gmacs, "gmacs_convention": cost.convention,
                "input_shape": cost.shape_text, "components": json.dumps(cost.components) if cost.components
                else None, "train_seconds": train_seconds, "device": str(ctx.device), "num_workers": ctx.world_size,
-               "code_version": code_version, "started_at": started, "ended_at": store.now(), "point": point}
+               "code_version": code_version, "started_at": started, "ended_at": store.now(), "point": point,
+               **combine(compute), "gpu_seconds": meter.elapsed() * meter.gpus_held or None}
         row = store.trial_row(task, sweep=sweep, trial_id=ctx.trial_id, status="completed", values=values,
                                 seed=ctx.seed, metrics=evaluation.metrics, run=run, started_from=started_from)
         rows = [{"sweep": sweep, "task": task.name, "trial_id": ctx.trial_id, **r} for r in evaluation.rows]
         store.write_trial_result(location(sweep_dir), task, ctx.trial_id, row, rows)
         final = _reported(task, row)
     ctx.report({**final, FINAL_KEY: 1})
+    meter.close()
     return final

@@ -24,6 +24,7 @@ TASK = register_task(Task(
                             doc="a trained autoencoder to evaluate without training")},
     plot="plot:plot_rate_distortion",  # Figure 5
     summary=("psnr", "bpp", "bpp_coded"),
+    batch_field="batch_size",  # the global mini-batch: batch_size / workers crops per rank (train.py)
     tiny={"m": 16, "iterations": 2, "batch_size": 2, "crop_size": 32, "n_train_crops": 4, "betas": (1.0,),
           "n_extra_images": 1, "extra_crop": 64, "n_test_images": 1, "test_crop": 64},
 ))

@@ -17,8 +17,13 @@ is the paper's comparison of exact and estimated rates (under 0.04 bpp there).
 Anchors (``codec`` jpeg / jpeg2000): one row per (setting, image), the rate being the real file size.
 
 Every row has the keys :data:`ROW_KEYS` (None where a key does not apply) so all trials make one table.
+Under ``dtype: bfloat16`` g_e and g_d run under the trial's autocast; quantisation, rates and coding stay float32
+(``model.py``).
 """
 from __future__ import annotations
+
+import contextlib
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -62,12 +67,14 @@ def _log_line(rows: list[dict]) -> str:
     return f"psnr {m['psnr']:.2f} dB, bpp {m['bpp']:.4f} (coded {m['bpp_coded']:.4f}), {len(rows)} images"
 
 
-def _coder_models(encode, mu: torch.Tensor, delta: torch.Tensor, betas, extra_images, device) -> dict[float, list]:
+def _coder_models(encode, mu: torch.Tensor, delta: torch.Tensor, betas, extra_images, device,
+                  autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[float, list]:
     """Per beta, the coder's per-map models (:mod:`.coder`) from the extra images' latents, centred with mu_i and
     quantised with steps beta * delta_i as the test images are: statistics every decoder of the model has."""
     counts = {beta: coder.SymbolCounts(mu.numel()) for beta in betas}
     for x in extra_images:
-        y = encode(x.to(device))  # g_e does not depend on beta
+        with autocast():
+            y = encode(x.to(device))  # g_e does not depend on beta
         for beta in betas:
             for q in quantize(y, mu, delta, beta)[0].cpu().numpy():
                 counts[beta].add(q)
@@ -76,21 +83,24 @@ def _coder_models(encode, mu: torch.Tensor, delta: torch.Tensor, betas, extra_im
 
 @torch.no_grad()
 def evaluate_autoencoder(model: torch.nn.Module, betas, test_images, extra_images, device: torch.device,
-                         log=print) -> list[dict]:
+                         log=print, autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> list[dict]:
     """Rows for each beta in ``betas`` and each test image ``(name, (1, 1, H, W) float tensor)``; the coder's
     statistics come from ``extra_images`` ((1, 1, H, W) float tensors: the trial's extra set, the one mu_i was
-    measured on unless the model comes from another sweep's trial)."""
+    measured on unless the model comes from another sweep's trial). ``autocast``: the trial's
+    (``ctx.autocast``), around g_e and g_d."""
     model.eval()
     delta = model.steps().detach().to(device)
     mu = model.latent_means.detach().to(device)
-    models = _coder_models(model.encode, mu, delta, betas, extra_images, device)
-    latents = [(name, x, model.encode(x.to(device))) for name, x in test_images]  # g_e does not depend on beta
+    models = _coder_models(model.encode, mu, delta, betas, extra_images, device, autocast)
+    with autocast():  # g_e does not depend on beta
+        latents = [(name, x, model.encode(x.to(device))) for name, x in test_images]
     rows = []
     for beta in betas:
         beta_rows = []
         for name, x, y in latents:
             q, y_hat = quantize(y, mu, delta, float(beta))
-            x_hat = model.decode(y_hat)
+            with autocast():
+                x_hat = model.decode(y_hat)
             indices = q[0].cpu().numpy()
             n_pixels = x.shape[-2] * x.shape[-1]
             bpp = empirical_entropy_bpp(indices, n_pixels)
@@ -135,7 +145,8 @@ def evaluate(cfg, state, data, ctx) -> Evaluation:
         if not extra:
             raise ValueError("codec=autoencoder needs data.extra_images: the coded rate's probabilities come from "
                              "the extra image set")
-        rows = evaluate_autoencoder(ctx.unwrap(state), betas, data.test_images, extra, ctx.device, ctx.log)
+        rows = evaluate_autoencoder(ctx.unwrap(state), betas, data.test_images, extra, ctx.device, ctx.log,
+                                    ctx.autocast)
         ref = 1.0 if 1.0 in betas else betas[0]
         chosen = [r for r in rows if r["beta"] == ref]
     elif cfg.codec in anchors.CODECS:

@@ -12,6 +12,11 @@ m = 128 throughout. Two variants (Section 4):
 
 Training replaces quantisation by additive noise (eq. (4)): y~ = y + delta (.) tau, tau ~ U(-0.5, 0.5).
 
+Precision: under ``dtype: bfloat16`` the caller runs g_e and g_d under autocast; ``encode`` and ``decode`` still
+return float32, so the noise, the centring and rounding of the quantisation, the density of the rate and the
+entropy coder work in float32 (bfloat16's 8 significant bits cannot even hold (y - mu) / delta to 0.5 once it
+exceeds 64); y itself carries g_e's bfloat16 rounding (about 0.4% of its value).
+
 Pixel scale: as in the authors' code the network is fed the raw luminance as float in [0, 255] (no centring, no
 scaling; TF 'SAME' zero padding is therefore black) and the distortion of eq. (1) is the squared error summed over
 the pixels of an image on that scale. Weights are initialised as the authors do: N(0, sigma^2) with sigma =
@@ -76,14 +81,14 @@ class Autoencoder(nn.Module):
             self.delta.clamp_(DELTA_MIN, DELTA_MAX)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """X (B, 1, H, W) in [0, 255], H and W multiples of 16 -> Y (B, m, H/16, W/16)."""
+        """X (B, 1, H, W) in [0, 255], H and W multiples of 16 -> Y (B, m, H/16, W/16), float32."""
         if x.shape[-2] % STRIDE or x.shape[-1] % STRIDE:
             raise ValueError(f"image size {tuple(x.shape[-2:])} is not a multiple of {STRIDE}")
-        return self.g_e(x)
+        return self.g_e(x).float()
 
     def decode(self, y_hat: torch.Tensor) -> torch.Tensor:
-        """Y^ (B, m, h, w) -> X^ (B, 1, 16 h, 16 w) on the [0, 255] scale, not clipped."""
-        return self.g_d(y_hat)
+        """Y^ (B, m, h, w) -> X^ (B, 1, 16 h, 16 w) on the [0, 255] scale, not clipped, float32."""
+        return self.g_d(y_hat).float()
 
     def forward(self, x: torch.Tensor, noise: bool = True) -> dict[str, torch.Tensor]:
         y = self.encode(x)

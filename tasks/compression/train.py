@@ -19,6 +19,12 @@ is kept out of the data-parallel wrapper (its grid can grow); with ``world_size 
 size are all-reduced so every rank holds the same psi. A resumed trial replays the same crop order but not the
 same noise draws (the RNG state is not checkpointed).
 
+Data parallelism (``resources.workers`` = W): every mini-batch of ``batch_size`` crops (the task's ``batch_field``,
+which the core requires W to divide) is split into W equal shares, one per rank; the wrapper of
+``ctx.prepare_model`` averages the transform's gradients, so a step trains on the same ``batch_size`` crops
+whatever W. Precision: the forward passes run under ``ctx.autocast()``; the model returns float32 (``model.py``),
+and the density, the rate and the objective are computed in float32 outside it.
+
 Reported metrics: ``loss`` (L above), ``distortion`` (mean squared error per pixel, [0, 255] scale), ``rate``
 (eq. (4) rate estimate in bits per pixel, sum_i h~_i / 256 since each map has H W / 256 coefficients),
 ``psnr_train`` (PSNR of X^ clipped to [0, 255]), all averaged over ranks.
@@ -47,25 +53,29 @@ def lr_factor(cfg, iteration: int) -> float:
 
 
 class _Batches:
-    """Mini-batches of crops: global batch ``cfg.batch_size`` split over ranks; the order depends only on
-    (seed, epoch), so a resumed trial sees the same sequence."""
+    """Mini-batches of crops: global batch ``cfg.batch_size``, rank r taking its r-th share of
+    ``batch_size / world_size`` crops; the order depends only on (seed, epoch), so a resumed trial sees the same
+    sequence. The time spent building a batch counts as the trial's data wait."""
 
     def __init__(self, crops: torch.Tensor, cfg, ctx):
+        if cfg.batch_size % ctx.world_size:  # refused at spec load; a config built by hand may still do it
+            raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {ctx.world_size} workers")
         self.crops, self.ctx, self.seed = crops, ctx, ctx.seed
-        self.per_rank = max(1, cfg.batch_size // ctx.world_size)
-        self.size = self.per_rank * ctx.world_size
+        self.size = cfg.batch_size
+        self.per_rank = cfg.batch_size // ctx.world_size
         self.per_epoch = max(1, len(crops) // self.size)
 
     def get(self, step: int, shuffle: bool = True) -> torch.Tensor:
-        epoch, i = divmod(step, self.per_epoch)
-        n = len(self.crops)
-        if shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-        else:
-            order = torch.arange(n)
-        start = i * self.size + self.ctx.rank * self.per_rank
-        idx = order[torch.arange(start, start + self.per_rank) % n]
-        return self.crops[idx].to(self.ctx.device, torch.float32)
+        with self.ctx.data_wait():
+            epoch, i = divmod(step, self.per_epoch)
+            n = len(self.crops)
+            if shuffle:
+                order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            else:
+                order = torch.arange(n)
+            start = i * self.size + self.ctx.rank * self.per_rank
+            idx = order[torch.arange(start, start + self.per_rank) % n]
+            return self.crops[idx].to(self.ctx.device, torch.float32)
 
 
 def _density_step(density, opt, y, steps, ctx) -> float:
@@ -140,15 +150,17 @@ def train(cfg, data, ctx) -> Autoencoder | None:
     else:
         n_warm = cfg.density_warmup_epochs * batches.per_epoch
         for step in range(n_warm):
-            with torch.no_grad():
-                y = net.encode(batches.get(step, shuffle=False))
+            x = batches.get(step, shuffle=False)
+            with torch.no_grad(), ctx.autocast():
+                y = net.encode(x)
             loss = _density_step(density, opt_density, y, net.steps().detach(), ctx)
             if (step + 1) % max(1, n_warm // 10) == 0:
                 ctx.log(f"density warm-up {step + 1}/{n_warm}: density loss {loss:.4g}")
 
     for it in range(start, cfg.iterations):
         x = batches.get(it)
-        out = model(x)
+        with ctx.autocast():
+            out = model(x)
         _density_step(density, opt_density, out["y"].detach(), net.steps().detach(), ctx)
         rate = density.rate_bits(out["y_tilde"], net.steps())
         loss = _objective(cfg, net, x, out, rate)
@@ -171,7 +183,8 @@ def train(cfg, data, ctx) -> Autoencoder | None:
     if start >= cfg.iterations:  # no training step ran (iterations = 0, or resumed at the end): report once
         x = batches.get(start)
         with torch.no_grad():
-            out = net(x)
+            with ctx.autocast():
+                out = net(x)
             rate = density.rate_bits(out["y_tilde"], net.steps())
             loss = _objective(cfg, net, x, out, rate)
         ctx.report({"iteration": start, "progress": 1.0, **_metrics(x, out, rate, loss, ctx)},
@@ -179,7 +192,8 @@ def train(cfg, data, ctx) -> Autoencoder | None:
 
     extra = getattr(data, "extra_images", None)
     if extra is not None:
-        net.set_latent_means(extra)
+        with ctx.autocast():  # as evaluation's encoder runs
+            net.set_latent_means(extra)
     else:
         ctx.log("no data.extra_images: latent means mu_i left at 0")
     ctx.save_artifact(ARTIFACT, {"model": net.state_dict(), "density": density.state_dict(),

@@ -26,6 +26,7 @@ TASK = register_task(Task(
     reports=train.REPORTS,
     plot="plot:plot_registration",  # Dice per region group, the Table 1-like table, one pair's slices
     summary=("dice", "folding_percent", "seconds_per_pair"),
+    batch_field="batch_size",  # the global batch: each rank registers batch_size / workers pairs of it
     tiny={"volume_shape": (32, 32, 32), "n_subjects": 4, "n_test_subjects": 2, "deformation": 10.0,
           "iterations": 1, "report_every": 1, "n_test_pairs": 1},
 ))

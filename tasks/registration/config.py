@@ -51,6 +51,10 @@ class RegistrationConfig:
                             "code: 160,001; the paper gives none)", low=0, when=_LEARNED)
     lr: float = param(1e-4, "Adam learning rate", low=0.0, when=_LEARNED)
     batch_size: int = param(1, "pairs per iteration", low=1, when=_LEARNED)
+    cache_mb: float = param(1024.0, "MB of decoded training images kept in memory, least recently used dropped "
+                            "first (a 160x192x160 image is 19.7 MB): images are not read again while held, and a "
+                            "dataset larger than this is never all held; 0: read every image every time", low=0.0,
+                            when=_LEARNED)
     report_every: int = param(50, "iterations between progress reports", low=1, when=_LEARNED)
     checkpoint_every: int = param(1000, "iterations between checkpoints", low=1, when=_LEARNED)
     # SyN (ANTs through antspyx)

@@ -5,9 +5,10 @@ Preprocessing as the paper: the volumes are already affinely aligned to MNI152; 
 centre to ``volume_shape`` (default 160 x 192 x 160) and the image divided by its maximum. Pairs are all ordered pairs
 (moving, fixed) of distinct subjects of a split (the paper's 42 x 41 = 1,722 training and 20 x 19 = 380 test pairs).
 A :class:`Subject` holds file paths and reads its volumes when asked (``load()``), so a dataset's volumes are never
-all in memory at once. Headers are read at load time: a non-3D file, an unreadable file, an image and a label volume
-of different shapes, or a label volume without its image (and the reverse) stop with a ``ValueError`` naming the
-file; a missing folder or split file with a ``FileNotFoundError`` naming it.
+all in memory at once (training keeps the images it decoded in a :class:`VolumeCache`, bounded in bytes). Headers
+are read at load time: a non-3D file, an unreadable file, an image and a label volume of different shapes, or a label
+volume without its image (and the reverse) stop with a ``ValueError`` naming the file; a missing folder or split
+file with a ``FileNotFoundError`` naming it.
 
 Layouts (``dataset``, root ``data_dir``):
 
@@ -42,9 +43,11 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -167,6 +170,31 @@ class Subject:
         if self.make is not None:
             return self.make()[0]
         return normalise(fit(read_volume(self.image), self.shape), str(self.image)).astype(np.float32)
+
+
+class VolumeCache:
+    """Decoded volumes by key, at most ``max_bytes`` of them held: the least recently used are dropped first to make
+    room, and a volume larger than the bound is returned without being kept. ``get(key, load)`` returns the held
+    volume or ``load()``'s (which it then holds)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.nbytes = int(max_bytes), 0
+        self._held: OrderedDict[Any, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def get(self, key, load: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self._held:
+            self._held.move_to_end(key)
+            return self._held[key]
+        volume = load()
+        if volume.nbytes <= self.max_bytes:
+            while self.nbytes + volume.nbytes > self.max_bytes:
+                self.nbytes -= self._held.popitem(last=False)[1].nbytes
+            self._held[key] = volume
+            self.nbytes += volume.nbytes
+        return volume
 
 
 def file_subject(name: str, image: Path, labels: Path, shape: Sequence[int]) -> Subject:

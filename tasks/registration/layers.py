@@ -29,6 +29,8 @@ def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear",
     (the default, VoxelMorph's and the authors' code's: the background of a skull-stripped brain is 0; near the
     border, (tri)linear interpolation blends the edge voxels with zeros), "border" (the nearest edge voxel) or
     "reflection".
+    Computed in at least float32, whatever the inputs' dtype (``dtype: bfloat16`` gives the network's flows in it):
+    bfloat16's 8-bit mantissa would put a normalised coordinate up to 0.75 voxel off along a side of 192.
     """
     ndims = flow.shape[1]
     if ndims not in (2, 3) or flow.dim() != ndims + 2 or image.dim() != ndims + 2:
@@ -37,17 +39,18 @@ def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear",
     if tuple(image.shape[2:]) != tuple(flow.shape[2:]):
         raise ValueError(f"image size {tuple(image.shape[2:])} and flow size {tuple(flow.shape[2:])} differ")
     size = flow.shape[2:]
+    dtype = torch.promote_types(torch.promote_types(image.dtype, flow.dtype), torch.float32)
     coords = []
     for i, n in enumerate(size):
         # normalised position of voxel j along axis i, plus the displacement in normalised units
         scale = 2.0 / max(n - 1, 1)
         view = [1] * ndims
         view[i] = n
-        base = torch.arange(n, dtype=flow.dtype, device=flow.device).view(1, *view) * scale - 1.0
-        coords.append(base + flow[:, i] * scale)
+        base = torch.arange(n, dtype=dtype, device=flow.device).view(1, *view) * scale - 1.0
+        coords.append(base + flow[:, i].to(dtype) * scale)
     # grid_sample wants the last dimension ordered (x, y[, z]) = (last axis, ..., first axis)
     grid = torch.stack(coords[::-1], dim=-1)
-    return F.grid_sample(image, grid.to(image.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
+    return F.grid_sample(image.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
 class SpatialTransformer(nn.Module):

@@ -6,9 +6,16 @@ at random (all ordered pairs, as the paper's 42 x 41), runs the network on (M, F
     L = -sum_i gamma^(i-1) NCC_{w_i}(F, M o phi) + lambda_ * smooth(phi),
 
 on the final warped image and the final composed flow (the authors' code; Section 2.4 constrains the smoothness of
-the final flow only), with Adam (lr 1e-4, batch 1). A trial with several workers draws different pairs on each rank
-(DDP averages the gradients). Checkpoints every ``checkpoint_every`` iterations and at the end; a retried trial
-resumes from the last one with the same pair sequence (the draw depends on the seed and the iteration only).
+the final flow only), with Adam (lr 1e-4, batch 1). ``batch_size`` is the global batch: the iteration's pairs depend
+on the seed and the iteration only (:func:`rank_pairs`), and a trial with several workers gives each rank
+batch_size / workers of them (DDP averages the gradients, so a step is the one of the whole batch). Checkpoints every
+``checkpoint_every`` iterations and at the end; a retried trial resumes from the last one with the same pairs.
+Decoded training images are kept in an LRU cache of at most ``cache_mb`` (``data.VolumeCache``), so a pair of
+cached subjects is not read and decoded again, and a dataset larger than the bound is never all held.
+
+The network's forward passes run under ``ctx.autocast()`` (``dtype: bfloat16``; the warps sample in float32,
+``layers.warp``); eq. 5 is computed in float32 on the outputs (its local NCC subtracts window sums of squares,
+which bfloat16 would cancel to noise).
 
 Evaluation (Section 3, Table 1): every ordered test pair; the moving labels are warped with nearest-neighbour
 sampling by the predicted flow (SyN: by its own transform; identity: not at all), then Dice per label against the
@@ -30,6 +37,7 @@ from sweeplab.api import Evaluation
 
 from . import layers, losses, metrics, networks
 from .config import LEARNED
+from .data import VolumeCache
 
 REPORTS = ("iteration", "progress", "loss", "similarity", "smoothness")
 METRICS = {"dice": float, "label_dice": float, "dice_std": float, "folding_percent": float,
@@ -52,6 +60,16 @@ def similarity(cfg) -> losses.MultiWindowNCC:
     return losses.MultiWindowNCC(tuple(cfg.windows), gamma=cfg.gamma, squared=cfg.ncc == "squared")
 
 
+def rank_pairs(cfg, ctx, pairs: list[tuple[int, int]], iteration: int) -> tuple[list[int], list[int]]:
+    """(moving subjects, fixed subjects) of this rank's share of the iteration's global batch: ``batch_size``
+    ordered pairs drawn by a generator of (seed, iteration), rank r taking pairs r n .. r n + n - 1 with
+    n = batch_size / world_size. The global batch depends on the seed and the iteration only."""
+    draw = np.random.default_rng([ctx.seed, iteration]).integers(len(pairs), size=cfg.batch_size)
+    n = cfg.batch_size // ctx.world_size
+    mine = [pairs[k] for k in draw[ctx.rank * n:(ctx.rank + 1) * n]]
+    return [m for m, _ in mine], [f for _, f in mine]
+
+
 def train(cfg, data, ctx):
     """Train ULAE-net or VoxelMorph (module docstring); None for SyN and identity, which need no training."""
     if cfg.model not in LEARNED:
@@ -69,18 +87,23 @@ def train(cfg, data, ctx):
     sim, pairs = similarity(cfg), data.train_pairs()
     if not pairs:
         raise ValueError("no training pair: the training split needs at least two subjects")
-    per_rank = max(1, cfg.batch_size // ctx.world_size)
+    if cfg.batch_size % ctx.world_size:  # refused at spec load (Task.batch_field); this guards a hand-made context
+        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {ctx.world_size} workers")
+    cache = VolumeCache(int(cfg.cache_mb * 2**20))
 
     def checkpoint(done: int) -> dict:
         return {"iteration": done, "model": net.state_dict(), "opt": opt.state_dict()}
 
     for it in range(start, cfg.iterations):
-        draw = np.random.default_rng([ctx.seed, it, ctx.rank]).integers(len(pairs), size=per_rank)
-        moving, fixed = (torch.cat([_tensor(data.train[pairs[k][side]].load_image(), np.float32, ctx.device)
-                                    for k in draw]) for side in (0, 1))
-        out = model(moving, fixed)
-        l_sim = sim(fixed, out["warped"])
-        l_smooth = losses.smoothness(out["flow"])
+        with ctx.data_wait():
+            moving, fixed = (torch.cat([_tensor(cache.get(k, data.train[k].load_image), np.float32, ctx.device)
+                                        for k in subjects]) for subjects in rank_pairs(cfg, ctx, pairs, it))
+        with ctx.autocast():
+            out = model(moving, fixed)
+        # eq. 5 in float32 whatever the dtype: local NCC subtracts window sums of squares (var = S_FF - S_F^2 / n),
+        # which bfloat16's 8-bit mantissa would cancel to noise
+        l_sim = sim(fixed, out["warped"].float())
+        l_smooth = losses.smoothness(out["flow"].float())
         loss = l_sim + cfg.lambda_ * l_smooth
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,18 +119,20 @@ def train(cfg, data, ctx):
     return net
 
 
-def _register(cfg, net, moving, fixed, moving_labels, seed: int):
+def _register(cfg, net, moving, fixed, moving_labels, ctx):
     """(warped labels, flow (1, 3, *size)) of one pair, by the trial's method."""
     if cfg.model == "identity":
         return moving_labels, torch.zeros((1, 3, *moving.shape[2:]), device=moving.device)
     if cfg.model == "syn":
         from .syn import register_syn
         _, warped_labels, flow = register_syn(fixed[0, 0].cpu().numpy(), moving[0, 0].cpu().numpy(),
-                                              moving_labels[0, 0].cpu().numpy(), tuple(cfg.syn_iterations), seed)
+                                              moving_labels[0, 0].cpu().numpy(), tuple(cfg.syn_iterations),
+                                              ctx.seed)
         return (torch.as_tensor(np.asarray(warped_labels, np.int64))[None, None],
                 torch.as_tensor(np.asarray(flow, np.float32))[None])
-    out = net(moving, fixed)
-    return metrics.warp_labels(moving_labels, out["flow"]), out["flow"]
+    with ctx.autocast():
+        flow = net(moving, fixed)["flow"].float()
+    return metrics.warp_labels(moving_labels, flow), flow
 
 
 def evaluate(cfg, net, data, ctx):
@@ -125,7 +150,7 @@ def evaluate(cfg, net, data, ctx):
             moving, moving_labels = _volume(mov, ctx.device)
             fixed, fixed_labels = _volume(fix, ctx.device)
             t0 = time.perf_counter()
-            warped_labels, flow = _register(cfg, net, moving, fixed, moving_labels, ctx.seed)
+            warped_labels, flow = _register(cfg, net, moving, fixed, moving_labels, ctx)
             seconds = time.perf_counter() - t0
             fold = float(layers.folding_percent(flow.cpu()))
             per_label = metrics.dice(fixed_labels[0, 0].cpu().numpy(), np.asarray(warped_labels.cpu())[0, 0],

@@ -58,7 +58,8 @@ TASK = register_task(Task(
              train.DETECTOR: Needs((train.DETECTOR,), doc="a detector trial whose masks the mapping's evaluation "
                                    "uses (default: the true masks of the synthetic scratches)")},
     plot="plot:plot_restoration",  # PSNR/SSIM per method and a grid of examples
+    batch_field=("batch_vae1", "batch_vae2", "batch_size"),  # each network's global batch (those of its stage)
     summary=("psnr", "ssim", "psnr_degraded", "f1"),
     tiny={"crop": 32, "epochs": 1, "decay_epochs": 0, "epoch_images": 2, "batch_vae1": 2, "batch_vae2": 2,
-          "n_test": 2, "n_examples": 1},
+          "n_test": 2, "n_examples": 1, "loader_workers": 0},
 ))

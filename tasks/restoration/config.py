@@ -93,6 +93,9 @@ class RestorationConfig:
     batch_size: int | None = param(None, "batch of the mapping or detector; null: the authors' 80 for the mapping, "
                                    "36 with the nonlocal block; 16 for the detector (ours: never released)",
                                    low=1, when=_TRAINED)
+    loader_workers: int = param(4, "data-loader processes that build the training batches (crops, degradations, "
+                                "scratches) while the networks train, spawned for each network; at most the trial's "
+                                "CPUs per worker (resources.cpus) but one; 0: built in the training process", low=0)
     report_every: int = param(10, "steps between progress reports", low=1)
     checkpoint_every: int = param(500, "steps between checkpoints (and one at the end of each network)", low=1)
     # data

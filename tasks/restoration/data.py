@@ -378,3 +378,59 @@ class Sampler:
             greys.append(greyscale(img)[..., :1])
             masks.append(mask.astype(np.float32))
         return self._stack(greys), torch.from_numpy(np.stack(masks))[:, None]
+
+
+# ---------------------------------------------------------------------------------------------- batches by step
+
+BATCH_KINDS = ("vae1", "clean", "pairs", "detection")
+
+
+def is_old(index: int) -> bool:
+    """Whether sample ``index`` of a VAE1 batch is a real old photo r (even indices) rather than a synthetic x
+    (odd): half and half, interleaved so that every rank's contiguous share holds both kinds when it can."""
+    return index % 2 == 0
+
+
+class StepBatches:
+    """The training batches of one network indexed by step: a map-style dataset for ``torch.utils.data.DataLoader``,
+    so that worker processes can degrade the samples while the network trains.
+
+    Step s's global batch is ``batch`` samples; sample g is drawn by a :class:`Sampler` seeded by (``seed``,
+    ``stream``, s, g). A batch thus depends on the seed, the network's stream and the step only: not on the process
+    that builds it, on the number of ranks, nor on whether the trial was resumed. Item s is this rank's share,
+    samples ``rank * n .. rank * n + n - 1`` of the global batch with n = batch / world_size (``batch`` a
+    multiple of ``world_size``), as the tuple of the
+    kind's tensors concatenated over them. ``kind``: ``vae1`` (r at even g, x at odd g: :func:`is_old`),
+    ``clean`` (y), ``pairs`` (x, y, mask; ``scratch_p``) or ``detection`` (grey, mask)."""
+
+    def __init__(self, data: RestorationData, crop: int, kind: str, batch: int, seed: int, stream: int,
+                 rank: int = 0, world_size: int = 1, scratch_p: float = 0.0):
+        if kind not in BATCH_KINDS:
+            raise ValueError(f"kind {kind!r} is not one of {list(BATCH_KINDS)}")
+        self.data, self.crop, self.kind, self.batch = data, int(crop), kind, int(batch)
+        self.seed, self.stream, self.scratch_p = int(seed), int(stream), float(scratch_p)
+        n = self.batch // world_size
+        self.indices = range(rank * n, (rank + 1) * n)
+
+    def _draw(self, step: int, g: int) -> tuple:
+        s = Sampler(self.data, self.crop, seed=[self.seed, self.stream, step, g])
+        if self.kind == "vae1":
+            return (s.old(1) if is_old(g) else s.synthetic(1),)
+        if self.kind == "clean":
+            return (s.clean(1),)
+        if self.kind == "pairs":
+            return s.pairs(1, self.scratch_p)
+        return s.detection(1)
+
+    def __getitem__(self, step: int) -> tuple:
+        import torch
+        samples = [self._draw(int(step), g) for g in self.indices]
+        return tuple(torch.cat(parts) for parts in zip(*samples))
+
+
+def step_loader(batches: StepBatches, steps: range, workers: int):
+    """``batches[s]`` for s in ``steps``, in order, built ahead by ``workers`` spawned processes (0: here, when
+    asked). Spawned, not forked: a fork of a process holding threads (Ray's, torch's) can deadlock."""
+    import torch
+    return torch.utils.data.DataLoader(batches, batch_size=None, sampler=steps, num_workers=workers,
+                                       multiprocessing_context="spawn" if workers else None)

@@ -90,36 +90,37 @@ def _row(image, method, scratched, mask_source=None, **values) -> dict:
 def evaluate(cfg, nets, data, ctx) -> Evaluation:
     device = ctx.device
     rows, examples = [], []
-    for k, image in enumerate(data.test):
-        scratched = bool(image.mask.any())
-        if cfg.stage == "vaes":
-            for name, target in (("vae1", image.degraded), ("vae2", image.clean)):  # each VAE reconstructs its input
-                out = to_image(nets[name](_batch(target, device))[0])
-                rows.append(_row(image, name, scratched, **quality(out, target)))
-        elif cfg.stage == "mapping":
-            if DETECTOR in nets:
-                mask, mask_source = detect(nets[DETECTOR], image.degraded, device), "detector"
-            else:
-                mask, mask_source = image.mask > 0.5, "true"
-            x = _batch(image.degraded, device)
-            m = torch.as_tensor(mask, dtype=torch.float32, device=device)[None, None]
-            z_x = nets["vae1"].encode(x)
-            z = nets["mapping"](z_x, m)  # without the nonlocal block the mask is ignored
-            restored = to_image(nets["vae2"].decode(z)[0])
-            unmapped = to_image(nets["vae2"].decode(z_x)[0])
-            baseline = classical(image.degraded, mask)
-            for method, out in (("restored", restored), ("no_mapping", unmapped), ("degraded", image.degraded),
-                                ("classical", baseline)):
-                rows.append(_row(image, method, scratched, mask_source, **quality(out, image.clean)))
-            if k < cfg.n_examples:
-                examples.append({"name": image.name, "degraded": image.degraded, "mask": mask.astype(np.uint8),
-                                 "restored": restored, "classical": baseline, "clean": image.clean})
-        elif scratched:
-            predicted = detect(nets[DETECTOR], image.degraded, device)
-            rows.append(_row(image, "detector", True, **mask_scores(predicted, image.mask > 0.5)))
-            if k < 2 * cfg.n_examples:
-                examples.append({"name": image.name, "degraded": image.degraded,
-                                 "mask": predicted.astype(np.uint8), "true_mask": image.mask.astype(np.uint8)})
+    with ctx.autocast():  # the networks' forward passes (dtype: bfloat16); to_image reads them as float
+        for k, image in enumerate(data.test):
+            scratched = bool(image.mask.any())
+            if cfg.stage == "vaes":
+                for name, target in (("vae1", image.degraded), ("vae2", image.clean)):  # each its own input
+                    out = to_image(nets[name](_batch(target, device))[0])
+                    rows.append(_row(image, name, scratched, **quality(out, target)))
+            elif cfg.stage == "mapping":
+                if DETECTOR in nets:
+                    mask, mask_source = detect(nets[DETECTOR], image.degraded, device), "detector"
+                else:
+                    mask, mask_source = image.mask > 0.5, "true"
+                x = _batch(image.degraded, device)
+                m = torch.as_tensor(mask, dtype=torch.float32, device=device)[None, None]
+                z_x = nets["vae1"].encode(x)
+                z = nets["mapping"](z_x, m)  # without the nonlocal block the mask is ignored
+                restored = to_image(nets["vae2"].decode(z)[0])
+                unmapped = to_image(nets["vae2"].decode(z_x)[0])
+                baseline = classical(image.degraded, mask)
+                for method, out in (("restored", restored), ("no_mapping", unmapped), ("degraded", image.degraded),
+                                    ("classical", baseline)):
+                    rows.append(_row(image, method, scratched, mask_source, **quality(out, image.clean)))
+                if k < cfg.n_examples:
+                    examples.append({"name": image.name, "degraded": image.degraded, "mask": mask.astype(np.uint8),
+                                     "restored": restored, "classical": baseline, "clean": image.clean})
+            elif scratched:
+                predicted = detect(nets[DETECTOR], image.degraded, device)
+                rows.append(_row(image, "detector", True, **mask_scores(predicted, image.mask > 0.5)))
+                if k < 2 * cfg.n_examples:
+                    examples.append({"name": image.name, "degraded": image.degraded,
+                                     "mask": predicted.astype(np.uint8), "true_mask": image.mask.astype(np.uint8)})
     if examples:
         ctx.save_artifact(EXAMPLES, {"stage": cfg.stage, "examples": examples})
     return Evaluation(metrics=summarise(cfg.stage, rows, len(data.test)), rows=rows)

@@ -96,6 +96,21 @@ class VAE(nn.Module):
         return self.decode(self.encode(x))
 
 
+class SampledReconstruction(nn.Module):
+    """A VAE's training pass (Section 3.1, eq. 1): ``forward(x)`` -> {"mean": E(x), "x_hat": G(E(x) + N(0, I))}.
+    Training calls a VAE through this module so that the data-parallel wrapper around it sees the whole pass: a
+    wrapper averages the gradients of what its own ``forward`` ran, not of ``encode`` / ``decode`` called on the
+    module inside it."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mean = self.vae.encode(x)
+        return {"mean": mean, "x_hat": self.vae.decode(self.vae.sample(mean))}
+
+
 class PatchGAN(nn.Module):
     """pix2pixHD's PatchGAN: conv 4x4 s2 ndf + LeakyReLU; (n_layers - 1) x conv s2 (doubling, at most 512) + IN +
     LeakyReLU; conv s1 + IN + LeakyReLU; conv s1 -> 1 (padding 2 everywhere, as the code). ``forward`` -> every

@@ -3,21 +3,32 @@
 Every network is trained with its own Adam optimiser (lr 2e-4, betas (0.5, 0.999); ``optimizer=ttur`` gives the
 authors' quality mapping model T 1e-4 / D 4e-4, betas (0, 0.9)), at the full rate for ``epochs`` and then
 linearly decayed to zero over ``decay_epochs`` (the decay is applied per step). One epoch is ``epoch_images``
-images (0: the training set) at the network's batch size. Each GAN step updates the generator side first, then its
-discriminators on the detached outputs (the pix2pixHD order the authors' code follows).
+images (0: the training set) at the network's global batch size. Each GAN step updates the generator side first,
+then its discriminators on the detached outputs (the pix2pixHD order the authors' code follows).
 
 * stage ``vaes``: VAE1, then VAE2, one after the other in the same trial (the authors train them separately, with
-  batches 100 and 120). VAE1's batch is half real old photos R and half synthetic X (``Sampler.old`` /
-  ``Sampler.synthetic``; the authors truncate to min(#R, #X)); it minimises eq. 1 for r and x and fools the latent
-  discriminator D_R,X of eq. 2-3, which is trained to output 1 on Z_R and 0 on Z_X. VAE2 minimises eq. 1 on Y.
+  batches 100 and 120). VAE1's batch is half real old photos R and half synthetic X (``data.is_old``; the authors
+  truncate to min(#R, #X)); it minimises eq. 1 for r and x and fools the latent discriminator D_R,X of eq. 2-3,
+  which is trained to output 1 on Z_R and 0 on Z_X. VAE2 minimises eq. 1 on Y.
 * stage ``mapping``: the VAEs of the stage-1 trial named by ``from_trials.vaes`` are loaded and frozen (never
   trained again, so a sweep over the mapping's weights reuses them); T maps E_R,X(x) towards E_Y(y) (both latent
   means), the restored image G_Y(T(z_x)) is judged by a discriminator conditioned on x (6 input channels).
 * stage ``detector``: the U-Net on scratched, degraded greyscale crops with the class-balanced cross-entropy.
 
-A trial checkpoints every network it trains and their optimisers every ``checkpoint_every`` steps and when each
-network finishes; a retried trial resumes from the last checkpoint, and the batches of a step depend only on the
-seed, the network and the step, so the resumed run sees the batches the first one would have seen.
+Batches: ``batch_vae1``, ``batch_vae2`` and ``batch_size`` are global batches. Step s's batch depends only on the
+seed, the network and s (``data.StepBatches``), so a resumed run sees the batches the first one would have seen,
+and a trial with several workers trains on the same batches as one with one: each rank takes its batch / workers
+samples of every step, built ahead by ``loader_workers`` spawned processes. Every trained module is called through
+the data-parallel wrapper of ``ctx.prepare_model`` (the VAEs through ``networks.SampledReconstruction``), so its
+gradients are averaged over the ranks and the ranks' parameters stay equal. The averaged gradient is that of the
+global batch's mean loss: every loss is a mean over equal shares of the batch, except the latent adversarial
+terms, means over the R or the X samples, which a rank's share may hold unequally; each rank weighs its mean of a
+kind by workers x (its samples of the kind) / (the batch's), so their average over the ranks is the batch's mean.
+The detector's BatchNorm statistics are each rank's share's (per-device, as the authors' DataParallel).
+
+Forward passes and losses run under ``ctx.autocast()`` (``dtype: bfloat16``); parameters, optimisers and
+checkpoints stay float32. A trial checkpoints every network it trains and their optimisers every
+``checkpoint_every`` steps and when each network finishes; a retried trial resumes from the last checkpoint.
 """
 from __future__ import annotations
 
@@ -29,12 +40,13 @@ import torch
 import torch.nn.functional as F
 
 from . import losses, networks
-from .data import Sampler
+from .data import StepBatches, is_old, step_loader
 
 # what the stages report as they go (each reports the terms of its own loss)
 REPORTS = ("step", "progress", "loss", "loss_d", "kl", "l1", "gan", "feat_match", "vgg", "latent_fool",
            "loss_latent_d", "latent_l1")
 VAES, MAPPING, DETECTOR = "vaes", "mapping", "detector"  # artifact names (also the sources' names)
+STREAMS = {"vae1": 1, "vae2": 2, "mapping": 3, "detector": 4}  # each network's stream of batches
 
 
 def adam(params, cfg, lr: float | None = None, betas: tuple[float, float] | None = None) -> torch.optim.Adam:
@@ -50,16 +62,19 @@ def lr_factor(cfg, step: int, steps_per_epoch: int) -> float:
 
 
 def steps_per_epoch(cfg, n_images: int, batch: int) -> int:
+    """Steps of one epoch at the global ``batch``: the same whatever the number of workers."""
     return max(1, math.ceil((cfg.epoch_images or n_images) / batch))
 
 
 @dataclasses.dataclass
 class Phase:
-    """One network's training: its modules (trained ones in ``nets``), optimisers, step function and length."""
+    """One network's training: its modules (trained ones in ``nets``), optimisers, batches by step, step function
+    ``step(step, batch)`` and length."""
     name: str
     nets: dict[str, torch.nn.Module]
     opts: dict[str, torch.optim.Optimizer]
-    step: Callable[[int], dict[str, float]]
+    batches: StepBatches
+    step: Callable[[int, tuple], dict[str, float]]
     per_epoch: int
     base_lr: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -70,6 +85,11 @@ class Phase:
 def _state(phases: list[Phase], ctx) -> dict:
     return {p.name: {"nets": {k: ctx.unwrap(n).state_dict() for k, n in p.nets.items()},
                      "opts": {k: o.state_dict() for k, o in p.opts.items()}} for p in phases}
+
+
+def loader_workers(cfg, ctx) -> int:
+    """``loader_workers``, at most the rank's CPUs but one (the one that trains)."""
+    return max(0, min(cfg.loader_workers, ctx.cpus - 1))
 
 
 def run_phases(cfg, phases: list[Phase], ctx) -> None:
@@ -85,7 +105,7 @@ def run_phases(cfg, phases: list[Phase], ctx) -> None:
                 opt.load_state_dict(saved["opts"][k])
         done = ckpt["done"]
     total = sum(p.steps(cfg) for p in phases)
-    before = 0
+    before, workers = 0, loader_workers(cfg, ctx)
     for p in phases:
         n = p.steps(cfg)
         for net in p.nets.values():
@@ -93,32 +113,39 @@ def run_phases(cfg, phases: list[Phase], ctx) -> None:
         start = done.get(p.name, 0)
         if start < n:
             ctx.log(f"training {p.name}: steps {start}..{n} ({p.per_epoch} per epoch)")
-        for step in range(start, n):
-            factor = lr_factor(cfg, step, p.per_epoch)
-            for k, opt in p.opts.items():
-                for group in opt.param_groups:
-                    group["lr"] = p.base_lr[k] * factor
-            values = p.step(step)
-            last = step + 1 == n
-            if (step + 1) % cfg.report_every == 0 or last:
-                checkpoint = None
-                if (step + 1) % cfg.checkpoint_every == 0 or last:
-                    checkpoint = {"state": _state(phases, ctx), "done": {**done, p.name: step + 1}}
-                ctx.report({"step": step + 1, "progress": (before + step + 1) / total, **values}, checkpoint)
+            for k, batch in enumerate(ctx.timed(step_loader(p.batches, range(start, n), workers))):
+                step = start + k
+                factor = lr_factor(cfg, step, p.per_epoch)
+                for name, opt in p.opts.items():
+                    for group in opt.param_groups:
+                        group["lr"] = p.base_lr[name] * factor
+                values = p.step(step, batch)
+                last = step + 1 == n
+                if (step + 1) % cfg.report_every == 0 or last:
+                    checkpoint = None
+                    if (step + 1) % cfg.checkpoint_every == 0 or last:
+                        checkpoint = {"state": _state(phases, ctx), "done": {**done, p.name: step + 1}}
+                    ctx.report({"step": step + 1, "progress": (before + step + 1) / total, **values}, checkpoint)
         done[p.name] = n
         before += n
 
 
-def _phase(name, nets, opts, step, per_epoch) -> Phase:
-    return Phase(name, nets, opts, step, per_epoch, {k: o.param_groups[0]["lr"] for k, o in opts.items()})
+def _phase(name, nets, opts, batches, step, per_epoch) -> Phase:
+    return Phase(name, nets, opts, batches, step, per_epoch, {k: o.param_groups[0]["lr"] for k, o in opts.items()})
 
 
-def _rank_batch(batch: int, ctx) -> int:
-    return max(1, batch // ctx.world_size)
+def _batches(cfg, data, ctx, network: str, kind: str, field: str) -> StepBatches:
+    """The batches of ``network`` at the global batch ``cfg.<field>``, this rank's share of each."""
+    batch = getattr(cfg, field)
+    if batch % ctx.world_size:  # checked at spec load when the core knows the field (Task.batch_field)
+        raise ValueError(f"{field} {batch} does not split evenly over {ctx.world_size} workers (each rank trains "
+                         f"on {field} / workers samples of every batch): use a multiple of {ctx.world_size}")
+    return StepBatches(data, cfg.crop, kind, batch, ctx.seed, STREAMS[network], ctx.rank, ctx.world_size,
+                       cfg.scratch_p)
 
 
-def _sampler(cfg, data, ctx, phase: int, step: int) -> Sampler:
-    return Sampler(data, cfg.crop, seed=[ctx.seed, ctx.rank, phase, step])
+def _to(batch: tuple, device) -> tuple:
+    return tuple(t.to(device) for t in batch)
 
 
 def _vgg(cfg, device):
@@ -145,69 +172,91 @@ def _generator_terms(cfg, disc, fake, real, vgg) -> tuple[torch.Tensor, dict[str
     return total, parts, pred_real
 
 
-def _discriminator_step(disc, opt, pred_real, fake) -> float:
-    """LSGAN step of ``disc`` on its predictions ``pred_real`` of the real inputs and on the detached ``fake``."""
+def _update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimiser step on ``loss`` (its module's gradients zeroed first); the loss's value."""
     opt.zero_grad(set_to_none=True)
-    loss = 0.5 * (losses.lsgan(pred_real, True) + losses.lsgan(disc(fake.detach()), False))
     loss.backward()
     opt.step()
     return loss.item()
+
+
+def _discriminator_step(ctx, disc, opt, pred_real, fake) -> float:
+    """LSGAN step of ``disc`` on its predictions ``pred_real`` of the real inputs and on the detached ``fake``."""
+    with ctx.autocast():
+        loss = 0.5 * (losses.lsgan(pred_real, True) + losses.lsgan(disc(fake.detach()), False))
+    return _update(opt, loss)
+
+
+def latent_shares(indices: range, batch: int, world_size: int) -> list[tuple[list[bool], float, bool]]:
+    """(rows, weight, whether they are R) for each kind, R or X, that a rank's share ``indices`` of a VAE1 batch of
+    ``batch`` samples holds: ``rows`` marks the kind's samples in the share, and the weight is world_size x (the
+    share's samples of the kind) / (the batch's), so that the ranks' average of weight x (their mean over the kind)
+    is the batch's mean over the kind (module docstring)."""
+    shares = []
+    for old in (True, False):
+        rows = [is_old(g) == old for g in indices]
+        if here := sum(rows):
+            shares.append((rows, world_size * here / sum(is_old(g) == old for g in range(batch)), old))
+    return shares
 
 
 def vae_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]:
     """Stage 1: VAE1 with D_R,X and an image D, then VAE2 with its image D (module docstring)."""
     vgg = _vgg(cfg, ctx.device)
     vae1, vae2 = networks.VAE(cfg.ngf), networks.VAE(cfg.ngf)
-    g1, d1 = ctx.prepare_model(vae1), ctx.prepare_model(networks.MultiscaleDiscriminator(3))
+    g1 = ctx.prepare_model(networks.SampledReconstruction(vae1))
+    d1 = ctx.prepare_model(networks.MultiscaleDiscriminator(3))
     dl = ctx.prepare_model(networks.latent_discriminator(cfg.ngf))
-    g2, d2 = ctx.prepare_model(vae2), ctx.prepare_model(networks.MultiscaleDiscriminator(3))
+    g2 = ctx.prepare_model(networks.SampledReconstruction(vae2))
+    d2 = ctx.prepare_model(networks.MultiscaleDiscriminator(3))
     opt = {"g1": adam(g1.parameters(), cfg), "d1": adam(d1.parameters(), cfg), "dl": adam(dl.parameters(), cfg),
            "g2": adam(g2.parameters(), cfg), "d2": adam(d2.parameters(), cfg)}
-    half = max(1, _rank_batch(cfg.batch_vae1, ctx) // 2)
+    b1 = _batches(cfg, data, ctx, "vae1", "vae1", "batch_vae1")
+    b2 = _batches(cfg, data, ctx, "vae2", "clean", "batch_vae2")
+    kinds = [(torch.tensor(rows, device=ctx.device), weight, old)
+             for rows, weight, old in latent_shares(b1.indices, b1.batch, ctx.world_size)]
 
-    def reconstruct(vae, images):
-        mean = ctx.unwrap(vae).encode(images)
-        return mean, ctx.unwrap(vae).decode(ctx.unwrap(vae).sample(mean))
+    def latent_gan(preds, old_is_real: bool) -> torch.Tensor:
+        """0.5 (LSGAN of D_R,X's predictions on Z_R with target ``old_is_real`` + on Z_X with the other target),
+        each term this rank's weighted share of its kind's mean over the global batch (module docstring)."""
+        return 0.5 * sum(weight * losses.lsgan([[scale[-1][rows]] for scale in preds], old == old_is_real)
+                         for rows, weight, old in kinds)
 
     def vae_loss(vae, disc, images):
-        mean, rec = reconstruct(vae, images)
+        out = vae(images)  # through the data-parallel wrapper, so that the ranks average the VAE's gradients
+        mean, rec = out["mean"], out["x_hat"]
         adv, parts, pred_real = _generator_terms(cfg, disc, rec, images, vgg)
         kl, l1 = losses.kl_reduced(mean), F.l1_loss(rec, images)
         loss = cfg.kl * kl + cfg.pixel_l1 * l1 + adv
         return mean, rec, loss, pred_real, {"kl": kl.item(), "l1": l1.item(), **parts}
 
-    def step_vae1(step: int) -> dict[str, float]:
-        s = _sampler(cfg, data, ctx, 1, step)
-        r, x = s.old(half).to(ctx.device), s.synthetic(half).to(ctx.device)
-        images = torch.cat([r, x])
-        mean, rec, loss, pred_real, parts = vae_loss(g1, d1, images)
-        z_r, z_x = mean[:half], mean[half:]
-        # the encoder fools D_R,X: Z_X judged as Z_R and Z_R as Z_X (eq. 3's labels swapped)
-        fool = 0.5 * (losses.lsgan(dl(z_x), True) + losses.lsgan(dl(z_r), False))
-        loss = loss + cfg.latent_gan * fool
-        opt["g1"].zero_grad(set_to_none=True)
-        loss.backward()
-        opt["g1"].step()
-        d = _discriminator_step(d1, opt["d1"], pred_real, rec)
-        d_lat = _discriminator_step(dl, opt["dl"], dl(z_r.detach()), z_x)  # D_R,X: 1 on Z_R, 0 on Z_X (eq. 2)
-        return {"loss": loss.item(), "loss_d": d, "loss_latent_d": d_lat, "latent_fool": fool.item(), **parts}
+    def step_vae1(step: int, batch: tuple) -> dict[str, float]:
+        (images,) = _to(batch, ctx.device)
+        with ctx.autocast():
+            mean, rec, loss, pred_real, parts = vae_loss(g1, d1, images)
+            # the encoder fools D_R,X: Z_X judged as Z_R and Z_R as Z_X (eq. 3's labels swapped)
+            fool = latent_gan(dl(mean), old_is_real=False)
+            loss = loss + cfg.latent_gan * fool
+        loss_g = _update(opt["g1"], loss)
+        d = _discriminator_step(ctx, d1, opt["d1"], pred_real, rec)
+        with ctx.autocast():
+            loss_dl = latent_gan(dl(mean.detach()), old_is_real=True)  # D_R,X: 1 on Z_R, 0 on Z_X (eq. 2)
+        d_lat = _update(opt["dl"], loss_dl)
+        return {"loss": loss_g, "loss_d": d, "loss_latent_d": d_lat, "latent_fool": fool.item(), **parts}
 
-    def step_vae2(step: int) -> dict[str, float]:
-        y = _sampler(cfg, data, ctx, 2, step).clean(_rank_batch(cfg.batch_vae2, ctx)).to(ctx.device)
-        _, rec, loss, pred_real, parts = vae_loss(g2, d2, y)
-        opt["g2"].zero_grad(set_to_none=True)
-        loss.backward()
-        opt["g2"].step()
-        return {"loss": loss.item(), "loss_d": _discriminator_step(d2, opt["d2"], pred_real, rec), **parts}
+    def step_vae2(step: int, batch: tuple) -> dict[str, float]:
+        (y,) = _to(batch, ctx.device)
+        with ctx.autocast():
+            _, rec, loss, pred_real, parts = vae_loss(g2, d2, y)
+        loss_g = _update(opt["g2"], loss)
+        return {"loss": loss_g, "loss_d": _discriminator_step(ctx, d2, opt["d2"], pred_real, rec), **parts}
 
     n_r = min(len(data.old), len(data.clean))
-    phases = [_phase("vae1", {"vae1": g1, "d1": d1, "dl": dl}, {k: opt[k] for k in ("g1", "d1", "dl")}, step_vae1,
-                     steps_per_epoch(cfg, n_r, 2 * half)),
-              _phase("vae2", {"vae2": g2, "d2": d2}, {k: opt[k] for k in ("g2", "d2")}, step_vae2,
+    phases = [_phase("vae1", {"vae1": g1, "d1": d1, "dl": dl}, {k: opt[k] for k in ("g1", "d1", "dl")}, b1,
+                     step_vae1, steps_per_epoch(cfg, n_r, cfg.batch_vae1)),
+              _phase("vae2", {"vae2": g2, "d2": d2}, {k: opt[k] for k in ("g2", "d2")}, b2, step_vae2,
                      steps_per_epoch(cfg, len(data.clean), cfg.batch_vae2))]
     return phases, {"vae1": vae1, "vae2": vae2}
-
-
 def load_vaes(cfg, source, device) -> tuple[networks.VAE, networks.VAE]:
     """The frozen VAE1 and VAE2 of a stage-1 trial's ``vaes`` artifact."""
     saved = source.load(VAES)
@@ -242,25 +291,25 @@ def mapping_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Modu
         opt = {"t": adam(t.parameters(), cfg, 1e-4, (0.0, 0.9)), "d": adam(d.parameters(), cfg, 4e-4, (0.0, 0.9))}
     else:
         opt = {"t": adam(t.parameters(), cfg), "d": adam(d.parameters(), cfg)}
-    n = _rank_batch(cfg.batch_size, ctx)
+    batches = _batches(cfg, data, ctx, "mapping", "pairs", "batch_size")
 
-    def step(i: int) -> dict[str, float]:
-        x, y, mask = (v.to(ctx.device) for v in _sampler(cfg, data, ctx, 3, i).pairs(n, cfg.scratch_p))
-        with torch.no_grad():
-            z_x, z_y = vae1.encode(x), vae2.encode(y)
-        z = t(z_x, mask)  # the mask reaches the nonlocal block; a mapping without one ignores it
-        out = vae2.decode(z)
-        l1 = F.l1_loss(z, z_y)
-        fake = torch.cat([x, out], 1)
-        adv, parts, pred_real = _generator_terms(cfg, d, fake, torch.cat([x, y], 1), vgg)
-        loss = cfg.latent_l1 * l1 + adv
-        opt["t"].zero_grad(set_to_none=True)
-        loss.backward()
-        opt["t"].step()
-        loss_d = _discriminator_step(d, opt["d"], pred_real, fake)
-        return {"loss": loss.item(), "loss_d": loss_d, "latent_l1": l1.item(), **parts}
+    def step(i: int, batch: tuple) -> dict[str, float]:
+        x, y, mask = _to(batch, ctx.device)
+        with ctx.autocast():
+            with torch.no_grad():
+                z_x, z_y = vae1.encode(x), vae2.encode(y)
+            z = t(z_x, mask)  # the mask reaches the nonlocal block; a mapping without one ignores it
+            out = vae2.decode(z)
+            l1 = F.l1_loss(z, z_y)
+            fake = torch.cat([x, out], 1)
+            adv, parts, pred_real = _generator_terms(cfg, d, fake, torch.cat([x, y], 1), vgg)
+            loss = cfg.latent_l1 * l1 + adv
+        loss_t = _update(opt["t"], loss)
+        loss_d = _discriminator_step(ctx, d, opt["d"], pred_real, fake)
+        return {"loss": loss_t, "loss_d": loss_d, "latent_l1": l1.item(), **parts}
 
-    phase = _phase("mapping", {"mapping": t, "d": d}, opt, step, steps_per_epoch(cfg, len(data.clean), n))
+    phase = _phase("mapping", {"mapping": t, "d": d}, opt, batches, step,
+                   steps_per_epoch(cfg, len(data.clean), cfg.batch_size))
     return [phase], {"vae1": vae1, "vae2": vae2, "mapping": mapping}
 
 
@@ -269,18 +318,17 @@ def detector_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Mod
     unet = networks.ScratchUNet(base=cfg.detector_width)
     u = ctx.prepare_model(unet)
     opt = {"u": adam(u.parameters(), cfg)}
-    n = _rank_batch(cfg.batch_size, ctx)
+    batches = _batches(cfg, data, ctx, "detector", "detection", "batch_size")
 
-    def step(i: int) -> dict[str, float]:
-        grey, mask = (v.to(ctx.device) for v in _sampler(cfg, data, ctx, 4, i).detection(n))
-        loss = losses.class_balanced_bce(u(grey), mask)
-        opt["u"].zero_grad(set_to_none=True)
-        loss.backward()
-        opt["u"].step()
-        return {"loss": loss.item()}
+    def step(i: int, batch: tuple) -> dict[str, float]:
+        grey, mask = _to(batch, ctx.device)
+        with ctx.autocast():
+            loss = losses.class_balanced_bce(u(grey), mask)
+        return {"loss": _update(opt["u"], loss)}
 
     n_images = len(data.clean) + len(data.masked_old)
-    return [_phase("detector", {"detector": u}, opt, step, steps_per_epoch(cfg, n_images, n))], {"detector": unet}
+    phase = _phase("detector", {"detector": u}, opt, batches, step, steps_per_epoch(cfg, n_images, cfg.batch_size))
+    return [phase], {"detector": unet}
 
 
 PHASES = {"vaes": vae_phases, "mapping": mapping_phases, "detector": detector_phases}

@@ -25,5 +25,6 @@ TASK = register_task(Task(
     reports=train.REPORTS,  # images_done, progress, mean_f_measure
     plot="plot:plot_segmentation",  # Figures 3 and 4, and the Figure 2-like panel from the kept label maps
     summary=("f_measure", "ap50", "ap70"),
+    parallel="split",  # the images are shared out over the workers (train.py); one network per image
     tiny={"n_mosaics": 2, "mosaic_size": 32, "T": 2, "M": 1, "p": 8, "q": 8, "K": 50, "keep_label_maps": 1},
 ))

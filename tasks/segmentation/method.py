@@ -33,10 +33,16 @@ Deviations from ``demo.py``, and why:
   ``np.argmax`` takes the first maximum). :func:`refine_labels` has the same rule (first maximum of
   ``torch.argmax`` over labels in increasing order), so the refined labels are identical, not merely close.
 * Early stop: off by default (``min_labels`` = 0), since the paper runs all T iterations; ``demo.py`` uses 3.
+
+Precision: :func:`segment` runs the network's forward passes under ``autocast`` (the trial's ``ctx.autocast``, for
+``dtype: bfloat16``) and the loss on float32 responses. The argmax then ranks bfloat16 responses (8 significant
+bits): near-ties between the top two of the q responses become exact ties, which go to the smaller label, for a few
+per cent of the pixels; the superpixel refinement smooths most of them out. float32 (the default) is the paper's.
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -105,18 +111,21 @@ def prepare(image: np.ndarray, cfg, device, seed: int):
     return device, sp, v, model, optimizer
 
 
-def _final_labels(model: SegNet, v: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
+def _final_labels(model: SegNet, v: torch.Tensor,
+                  autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> np.ndarray:
+    with torch.no_grad(), autocast():
         return model(v).argmax(dim=1)[0].cpu().numpy()
 
 
-def segment(image: np.ndarray, cfg, device, seed: int, log: LogFn | None = None) -> np.ndarray:
+def segment(image: np.ndarray, cfg, device, seed: int, log: LogFn | None = None,
+            autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> np.ndarray:
     """Algorithm 1 on one (H, W, 3) RGB image; returns the (H, W) int64 labels c_n (values in [0, q)).
 
     Uses ``cfg.M, p, q`` (network), ``K, compactness`` (SLIC), ``T, lr, momentum`` (training) and
     ``min_labels`` (early stop when > 0, see the module docstring). The network is initialised from ``seed``.
     The labels returned are the argmax of a forward pass after the last update (as ``demo.py``). ``log`` (see
     ``LogFn``) is called after every iteration; the number of calls is the number of iterations run.
+    ``autocast``: a context manager for the forward passes (module docstring, Precision).
 
     Fast path: image, superpixel ids and labels stay on ``device``; the refinement is :func:`refine_labels`
     under ``no_grad``; the host is only asked for a scalar when ``log`` is given or ``min_labels`` > 0.
@@ -126,7 +135,8 @@ def segment(image: np.ndarray, cfg, device, seed: int, log: LogFn | None = None)
     sp = torch.from_numpy(sp_np.reshape(-1)).to(device)
     for t in range(1, cfg.T + 1):
         optimizer.zero_grad(set_to_none=True)
-        y = model(v)  # (1, q, H, W)
+        with autocast():
+            y = model(v).float()  # (1, q, H, W)
         with torch.no_grad():
             c = y.argmax(dim=1).reshape(-1)
             target = refine_labels(c, sp, n_sp, q).view(y.shape[0], *y.shape[2:])
@@ -139,7 +149,7 @@ def segment(image: np.ndarray, cfg, device, seed: int, log: LogFn | None = None)
                 log(t, n_labels, loss.item())
             if 0 < cfg.min_labels and n_labels <= cfg.min_labels:
                 break
-    return _final_labels(model, v)
+    return _final_labels(model, v, autocast)
 
 
 def authors_refine(labels: np.ndarray, members: list[np.ndarray]) -> np.ndarray:

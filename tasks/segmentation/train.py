@@ -10,6 +10,10 @@ one configuration (one row in ``trials``, its AP pooled over all its images as i
 
 Each image's prediction is turned into segments = connected components of its clusters (Section 3) and scored
 against every annotation (:func:`.metrics.image_metrics`); ``evaluations`` gets one row per (trial, image).
+The task is ``parallel="split"``: no model is shared between ranks (each image trains its own network), so there
+is no gradient to average and no global batch. The images are all read by ``load_data`` before training, so
+there is no data wait to time here; the network's forward passes run under ``ctx.autocast()`` (``method.py``).
+
 The segments of the first ``cfg.keep_label_maps`` images are PNG-encoded by the rank that made them, gathered and
 checkpointed with the rows, and kept as the artifact ``label_maps`` once all images are done (``label_maps.py``);
 they are not part of the rows.
@@ -41,7 +45,7 @@ REPORTS = ("images_done", "progress", "mean_f_measure")  # what :func:`train` pa
 def _predict(cfg, image: np.ndarray, ctx, seed: int) -> np.ndarray:
     if cfg.method == "cnn":
         from .method import segment
-        return connected_segments(segment(image, cfg, ctx.device, seed))
+        return connected_segments(segment(image, cfg, ctx.device, seed, autocast=ctx.autocast))
     if cfg.method == "kmeans":
         return kmeans_segment(image, cfg.alpha, cfg.k, seed)
     return felzenszwalb_segment(image, cfg.threshold)

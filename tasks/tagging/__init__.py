@@ -26,5 +26,6 @@ TASK = register_task(Task(
     trained_config=train.trained_config,  # the cost of the model trained: n_tags = len(data.tags)
     plot="plot:plot_tagging",  # Figure 1
     summary=("roc_auc", "pr_auc", "gmacs"),
+    batch_field="batch_size",  # the global batch, in equal shares over the workers (train.epoch_batches)
     tiny={"n_mels": 8, "hop_factor": 10, "n_clips": 20, "n_clips_limit": 2, "epochs": 1, "batch_size": 2},
 ))

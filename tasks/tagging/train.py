@@ -7,14 +7,24 @@ early stopping on the validation ROC-AUC (``patience`` epochs) keeping the best 
 fixed epochs (MUSICNN: lr x 0.1 every 100 passes), the last weights. The learning rate of a pass is computed from
 its index, so a trial resumed from its checkpoint continues the decay. VGG-CNN sees the whole 29.1 s clip; MUSICNN
 trains on one random 3 s patch per clip each epoch (a pass) and scores a clip by averaging its tag scores over
-consecutive 3 s patches (Section VI-B). With several Ray Train workers each rank takes every W-th example of a
-mini-batch (DDP averages the gradients). Evaluation on the test split: ROC-AUC and PR-AUC per tag and
+consecutive 3 s patches (Section VI-B). Evaluation on the test split: ROC-AUC and PR-AUC per tag and
 macro-averaged over the tags that have positive and negative test clips (Section VII).
+
+Data parallelism (``resources.workers`` = W, :func:`epoch_batches`): a mini-batch of ``batch_size`` clips is split
+into W equal contiguous shares, one per rank, and the wrapper of ``ctx.prepare_model`` averages the ranks'
+gradients, so a step's gradient is that of the mean loss over the whole batch whatever W (MUSICNN's random patches
+are drawn for the whole batch on every rank, so a clip gets the same patch whatever rank takes it). The core
+refuses a ``batch_size`` that W does not divide; the epoch's last, partial batch is trimmed to a multiple of W
+(dropping fewer than W clips, a different few each epoch as the order is reshuffled), and is dropped when it
+would leave a rank fewer than :data:`MIN_SHARE` clips, since both models end in a BatchNorm over the batch (one
+clip per rank cannot be normalised in training mode). Before each validation, the ranks' BatchNorm running
+statistics are averaged, so every rank scores the same model and takes the same early-stopping decision. What is
+left of the difference from one worker: each rank normalises its share with its own batch statistics (no
+synchronised BatchNorm), as data-parallel training usually does.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +42,7 @@ METRIC_TYPES = {"roc_auc": float, "pr_auc": float, "tags_evaluated": int, "featu
                 "feature_bytes_per_clip": int}
 ROW_TYPES = {"tag": str, "roc_auc": float, "pr_auc": float, "n_positive": int, "n_test": int}
 REPORTS = ("epoch", "progress", "loss", "val_roc_auc", "lr")
+MIN_SHARE = 2  # clips a rank needs per batch: the models' last BatchNorm normalises over the batch alone
 
 
 def trained_config(cfg, data):
@@ -61,29 +72,48 @@ def _patches(x: torch.Tensor, frames: int) -> torch.Tensor:
     return x[..., :n * frames].reshape(*x.shape[:-1], n, frames).movedim(-2, 1)
 
 
-def _random_patch(x: torch.Tensor, frames: int, gen: torch.Generator) -> torch.Tensor:
+def _patch_starts(n: int, t: int, frames: int, gen: torch.Generator) -> torch.Tensor:
+    """The first frame of a random ``frames``-frame patch of each of ``n`` clips of ``t`` frames."""
+    return torch.randint(0, max(1, t - frames + 1), (n,), generator=gen)
+
+
+def _random_patches(x: torch.Tensor, frames: int, starts: torch.Tensor) -> torch.Tensor:
+    """Clips (B, n_mels, T) -> the patches (B, n_mels, frames) starting at ``starts`` (clips shorter than a patch
+    are zero-padded)."""
     t = x.shape[-1]
     if t <= frames:
         return F.pad(x, (0, frames - t))
-    start = int(torch.randint(0, t - frames + 1, (1,), generator=gen))
-    return x[..., start:start + frames]
+    return torch.stack([c[..., s:s + frames] for c, s in zip(x, starts.tolist())])
+
+
+def epoch_batches(n: int, batch: int, world_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` in an epoch's order of each global mini-batch: full batches of ``batch`` clips, then the
+    remainder trimmed to a multiple of ``world_size``, kept if it gives every rank :data:`MIN_SHARE` clips (see the
+    module docstring). Rank r of a batch takes its r-th share of ``(stop - start) // world_size`` clips."""
+    out = [(b, b + batch) for b in range(0, n - batch + 1, batch)]
+    rest = (n % batch) // world_size * world_size
+    if rest >= MIN_SHARE * world_size:
+        out.append((n - n % batch, n - n % batch + rest))
+    return out
 
 
 @torch.no_grad()
-def predict(cfg, model, feats: FeatureView | np.ndarray, device, batch: int = 16) -> np.ndarray:
-    """Tag probabilities (n_clips, n_tags), read and scored ``batch`` clips at a time; MUSICNN averages them over
-    each clip's 3 s patches."""
+def predict(cfg, model, feats: FeatureView | np.ndarray, ctx, batch: int = 16) -> np.ndarray:
+    """Tag probabilities (n_clips, n_tags), read (``ctx.data_wait``) and scored (``ctx.autocast``) ``batch`` clips
+    at a time; MUSICNN averages them over each clip's 3 s patches."""
     model.eval()
     frames = input_frames(cfg)
     out = []
     for i in range(0, len(feats), batch):
-        x = torch.as_tensor(np.asarray(feats[i:i + batch]), dtype=torch.float32, device=device)
-        if cfg.model == "musicnn":
-            p = _patches(x, frames)  # (B, P, n_mels, frames)
-            scores = torch.sigmoid(model(p.reshape(-1, 1, *p.shape[2:]))).reshape(p.shape[0], p.shape[1], -1)
-            out.append(scores.mean(1).cpu())
-        else:
-            out.append(torch.sigmoid(model(x.unsqueeze(1))).cpu())
+        with ctx.data_wait():
+            x = torch.as_tensor(np.asarray(feats[i:i + batch]), dtype=torch.float32, device=ctx.device)
+        with ctx.autocast():
+            if cfg.model == "musicnn":
+                p = _patches(x, frames)  # (B, P, n_mels, frames)
+                logits = model(p.reshape(-1, 1, *p.shape[2:])).float().reshape(p.shape[0], p.shape[1], -1)
+                out.append(torch.sigmoid(logits).mean(1).cpu())
+            else:
+                out.append(torch.sigmoid(model(x.unsqueeze(1)).float()).cpu())
     model.train()
     return torch.cat(out).numpy()
 
@@ -115,34 +145,44 @@ def train(cfg, data, ctx):
     x_train, y_train = feats["train"], torch.as_tensor(data.labels["train"])
     gen = torch.Generator().manual_seed(ctx.seed)
     frames = input_frames(cfg)
-    per_epoch = max(1, math.ceil(len(x_train) / sched.batch_size))
+    batches = epoch_batches(len(x_train), sched.batch_size, ctx.world_size)
+    if sched.batch_size % ctx.world_size or sched.batch_size // ctx.world_size < MIN_SHARE or not batches:
+        raise ValueError(f"a batch of {sched.batch_size} clips ({len(x_train)} training clips) cannot give each of "
+                         f"{ctx.world_size} workers an equal share of at least {MIN_SHARE} clips")
     for epoch in range(state["epoch"], sched.epochs):
         for group in opt.param_groups:  # from the pass index: a resumed trial continues the decay
             group["lr"] = sched.lr_at(epoch)
         gen.manual_seed(ctx.seed * 10_007 + epoch)
         order = torch.randperm(len(x_train), generator=gen)
-        total = 0.0
-        for b in range(per_epoch):
-            idx = order[b * sched.batch_size:(b + 1) * sched.batch_size][ctx.rank::ctx.world_size]
-            if len(idx) == 0:
-                idx = order[:1]
-            x = torch.from_numpy(np.asarray(x_train[idx.numpy()], dtype=np.float32))  # this batch's clips only
-            if cfg.model == "musicnn":
-                x = torch.stack([_random_patch(c, frames, gen) for c in x])
-            logits = model(x.unsqueeze(1).to(ctx.device))
-            loss = F.binary_cross_entropy_with_logits(logits, y_train[idx].to(ctx.device))
+        total = torch.zeros((), device=ctx.device)
+        for start, stop in batches:
+            share = (stop - start) // ctx.world_size
+            first = start + ctx.rank * share
+            idx = order[first:first + share]
+            with ctx.data_wait():  # this share's clips only, read from the store
+                x = torch.from_numpy(np.asarray(x_train[idx.numpy()], dtype=np.float32))
+            if cfg.model == "musicnn":  # drawn for the whole batch on every rank: a clip's patch whatever W
+                starts = _patch_starts(stop - start, x_train.shape[-1], frames, gen)
+                x = _random_patches(x, frames, starts[first - start:first - start + share])
+            with ctx.autocast():
+                logits = model(x.unsqueeze(1).to(ctx.device))
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y_train[idx].to(ctx.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach())
-        roc, _ = auc_scores(data.labels["valid"], predict(cfg, net, feats["valid"], ctx.device))
+            total += loss.detach()
+        epoch_loss = float(ctx.all_reduce(total / len(batches)))
+        for buffer in net.buffers():  # BatchNorm running statistics: the same on every rank (module docstring)
+            if buffer.is_floating_point():
+                ctx.all_reduce(buffer)
+        roc, _ = auc_scores(data.labels["valid"], predict(cfg, net, feats["valid"], ctx))
         val_auc = float(np.nanmean(roc)) if np.isfinite(roc).any() else 0.0
         improved = val_auc > state["best_auc"]
         state.update(epoch=epoch + 1, bad_epochs=0 if improved else state["bad_epochs"] + 1)
         if improved:
             state.update(best_auc=val_auc, best={k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
                          if sched.keep_best else None)
-        ctx.report({"epoch": epoch + 1, "progress": (epoch + 1) / sched.epochs, "loss": total / per_epoch,
+        ctx.report({"epoch": epoch + 1, "progress": (epoch + 1) / sched.epochs, "loss": epoch_loss,
                     "val_roc_auc": val_auc, "lr": opt.param_groups[0]["lr"]},
                    checkpoint={"model": net.state_dict(), "opt": opt.state_dict(), "state": state})
         if sched.patience and state["bad_epochs"] >= sched.patience:
@@ -157,7 +197,7 @@ def evaluate(cfg, trained, data, ctx):
     """ROC-AUC and PR-AUC on the test split, macro over tags; one ``evaluations`` row per tag."""
     net, feats = trained
     labels = data.labels["test"]
-    roc, pr = auc_scores(labels, predict(cfg, net, feats["test"], ctx.device))
+    roc, pr = auc_scores(labels, predict(cfg, net, feats["test"], ctx))
     rows = [{"tag": tag, "roc_auc": None if np.isnan(r) else float(r), "pr_auc": None if np.isnan(p) else float(p),
              "n_positive": int(labels[:, j].sum()), "n_test": len(labels)}
             for j, (tag, r, p) in enumerate(zip(data.tags, roc, pr))]

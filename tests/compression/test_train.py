@@ -9,7 +9,7 @@ from sweeplab.context import LocalContext
 from sweeplab.tasks.compression import config
 from sweeplab.tasks.compression.config import GAMMA_SET, CompressionConfig
 from sweeplab.tasks.compression.model import DELTA_MIN
-from sweeplab.tasks.compression.train import lr_factor, train
+from sweeplab.tasks.compression.train import _Batches, lr_factor, train
 
 CPU = torch.device("cpu")
 
@@ -101,3 +101,22 @@ def test_the_trainer_follows_the_schedule_table(tmp_path, monkeypatch):
     assert cfg.iterations == 9 and [r["iteration"] for r in ctx.reports] == [3, 6, 9]
     groups = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["opt_transform"]["param_groups"]
     assert groups[0]["lr"] == pytest.approx(1e-3 * 0.01)
+
+
+def test_two_ranks_share_each_batch_and_keep_one_density(tmp_path):
+    """Over two ranks (tests/dist_harness.py): each step trains on batch_size / 2 crops a rank, and the ranks end with
+    the same transform, steps delta_i (a second optimiser in the same step) and density psi (kept out of the
+    data-parallel wrapper, its gradient and grid all-reduced); a global batch the workers cannot share is refused."""
+    from sweeplab.task import get_task
+    from tests.dist_harness import run_distributed
+    values = {**get_task("compression").tiny, "quantization": "learned-step", "batch_size": 4, "iterations": 3,
+              "n_train_crops": 8}
+    ranks = run_distributed("compression", values, checkpoints=True)
+    assert [r["samples"] for r in ranks] == [[2, 2, 2]] * 2
+    (a,), (b,) = (r["params"] for r in ranks)
+    torch.testing.assert_close(a, b)
+    psi = [r["checkpoint"]["density"]["psi"] for r in ranks]
+    assert psi[0].shape == psi[1].shape
+    torch.testing.assert_close(psi[0], psi[1])
+    with pytest.raises(ValueError, match="does not split evenly over 2 workers"):  # a config built by hand
+        _Batches(_data().train_crops, _cfg(batch_size=3), types.SimpleNamespace(world_size=2, rank=0, seed=0))

@@ -20,7 +20,7 @@ from tests.conftest import run_cli
 
 SWEEPS = Path(__file__).parents[2] / "sweeps"
 # the chain at 32x32 with a tiny mapping and detector (tens of steps per network)
-CHAIN = ["crop=32", "n_test=6", "report_every=20", "checkpoint_every=1000", "decay_epochs=1"]
+CHAIN = ["crop=32", "n_test=6", "report_every=20", "checkpoint_every=1000", "decay_epochs=1", "loader_workers=0"]
 STAGE1 = [*CHAIN, "epochs=4", "epoch_images=64", "batch_vae1=8", "batch_vae2=8"]
 MAPPING = [*CHAIN, "epochs=5", "epoch_images=64", "mapping_width=32", "batch_size=8"]
 DETECTOR = [*CHAIN, "epochs=2", "epoch_images=32", "detector_width=4", "batch_size=4"]
@@ -117,7 +117,7 @@ def test_plot_draws_the_methods_and_the_examples(chain, sweeplab_cli):
 def test_a_stage_resumes_from_its_checkpoint(tmp_path):
     cfg = build(RestorationConfig, {"stage": "detector", "crop": 32, "n_test": 2, "epochs": 4, "decay_epochs": 0,
                                     "epoch_images": 4, "batch_size": 2, "detector_width": 4, "report_every": 1,
-                                    "checkpoint_every": 2})
+                                    "checkpoint_every": 2, "loader_workers": 0})
     ds = data.load_data(cfg)
 
     class Killed(Exception):

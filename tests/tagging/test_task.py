@@ -235,3 +235,25 @@ def test_declarations_cover_what_evaluate_returns(tmp_path):
     # both models read every field: none is conditional
     for model in ("vgg", "musicnn"):
         assert None not in scalar_columns(build(TaggingConfig, {"model": model})).values()
+
+
+def test_every_rank_trains_an_equal_share_of_each_batch():
+    """:func:`epoch_batches`: full batches, then the rest trimmed to a multiple of the workers, kept when it gives
+    every rank two clips (the models' BatchNorms). Over two ranks (tests/dist_harness.py), 13 training clips in
+    batches of 8 make steps of 4 + 4 and 2 + 2 clips, and the ranks end with the same weights, the same
+    BatchNorm statistics (averaged before each validation) and the same reported loss."""
+    from sweeplab.tasks.tagging.train import MIN_SHARE, epoch_batches
+    from tests.dist_harness import run_distributed
+    assert MIN_SHARE == 2
+    assert epoch_batches(14, 4, 1) == [(0, 4), (4, 8), (8, 12), (12, 14)]
+    assert epoch_batches(13, 8, 2) == [(0, 8), (8, 12)]  # 5 left: 4 kept
+    assert epoch_batches(14, 4, 2) == [(0, 4), (4, 8), (8, 12)]  # 2 left: one clip a rank is too few
+    assert epoch_batches(3, 4, 1) == [(0, 3)] and epoch_batches(1, 4, 1) == []
+    ranks = run_distributed("tagging", {"n_mels": 8, "hop_factor": 10, "n_clips": 20, "n_clips_limit": 13,
+                                        "batch_size": 8, "epochs": 1})
+    assert [r["samples"] for r in ranks] == [[4, 2]] * 2
+    for key in ("params", "buffers"):
+        (a,), (b,) = (r[key] for r in ranks)
+        torch.testing.assert_close(a, b)
+    losses = [[report["loss"] for report in r["reports"] if "loss" in report] for r in ranks]
+    assert len(losses[0]) == 1 and losses[0] == losses[1]

@@ -54,6 +54,7 @@ def _train(cfg, data, ctx):
         attempt = len(record.read_text().splitlines()) if record.exists() else 0
         with record.open("a") as fh:
             fh.write(json.dumps({"start_step": start, "node": _node_id(), "pid": os.getpid()}) + "\n")
+    attempt = ctx.all_gather(attempt)[0]  # with several workers, every rank fails (or not) as rank 0 does
     for step in range(start, cfg.steps):
         if attempt < cfg.fail_attempts and step == cfg.fail_at_step:
             raise RuntimeError(f"chaos: attempt {attempt} of trial {ctx.trial_id} fails on purpose")

@@ -41,7 +41,9 @@ def _train(cfg, data, ctx):
         start = ckpt["step"]
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     for step in range(start, cfg.steps):
-        loss = torch.nn.functional.mse_loss(model(data[0]), data[1])
+        with ctx.autocast():
+            prediction = model(data[0])
+        loss = torch.nn.functional.mse_loss(prediction.float(), data[1])
         opt.zero_grad()
         loss.backward()
         opt.step()
