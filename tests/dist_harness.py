@@ -54,7 +54,8 @@ import torch._dynamo  # noqa: F401 - imported by the first optimiser: here once,
 import torch.distributed as dist
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from sweeplab.context import DTYPES, ContextBase
+from sweeplab.context import ContextBase
+from sweeplab.task import DTYPES
 from sweeplab.task import get_task, list_tasks
 from sweeplab.trial import run_trial
 

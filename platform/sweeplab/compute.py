@@ -16,6 +16,11 @@ from typing import Any
 
 import torch
 
+try:
+    import resource  # POSIX: the fallback for the peak where /proc is missing
+except ImportError:
+    resource = None
+
 _MB = 2**20
 
 
@@ -43,11 +48,9 @@ def host_peak_mb() -> float | None:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    try:
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    except (ImportError, OSError):
+    if resource is None:
         return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Meter:

@@ -2,7 +2,7 @@
 shares (:class:`ContextBase`).
 
 The Ray implementations (``sweeplab.ray_light.LightContext`` in a Tune trial's own actor,
-``sweeplab.ray_runner.RayTrainContext`` on each Ray Train worker) have the same surface; task code cannot tell
+``sweeplab.ray_train.RayTrainContext`` on each Ray Train worker) have the same surface; task code cannot tell
 them apart.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from .compute import Meter
+from .task import DTYPES
 
 _OPS = {"mean": "SUM", "sum": "SUM", "max": "MAX"}
 
@@ -39,9 +40,6 @@ def all_reduce(tensor: torch.Tensor, world_size: int, op: str = "mean") -> torch
         if op == "mean":
             tensor /= world_size
     return tensor
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # spec key dtype
 
 
 class ContextBase:
@@ -139,8 +137,7 @@ class LocalContext(ContextBase):
         return self.trial_dir / "checkpoint.pt" if self.trial_dir else None
 
     def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None = None) -> None:
-        shown = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
-        metrics = self.with_compute(metrics)
+        shown, metrics = metrics, self.with_compute(metrics)  # the task's metrics are what the line shows
         self.reports.append(dict(metrics))
         if checkpoint is not None and self._ckpt_path is not None:
             self._ckpt_path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +149,7 @@ class LocalContext(ContextBase):
         now = time.monotonic()
         if self._verbose and now - self._last_print > 2.0:  # at most one line every 2 s
             self._last_print = now
-            self.log(shown)
+            self.log(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         path = self._ckpt_path

@@ -133,6 +133,12 @@ def tune_experiment(sweep: Location, part: int = 0) -> Location:
     return sweep if part == 0 else sweep / f"extension-{part}"
 
 
+def tune_search_states(experiment: Location) -> list[Location]:
+    """The files where Ray Tune keeps an experiment's search state (its SearchGenerator's counter and finished
+    flag), one per driver session."""
+    return [f for f in experiment.files(".json") if f.name.startswith("search_gen_state-")]
+
+
 def tune_state(experiment: Location) -> Location:
     """The file Ray Tune's ``Tuner.restore`` needs in an experiment's folder: in the sweep's own, it marks a sweep
     that ran on Ray."""

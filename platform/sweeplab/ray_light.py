@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from .context import DTYPES, ContextBase
+from .context import ContextBase
+from .task import DTYPES
 from .plan import Plan
 from .ray_train import load_state, payload, run_payload, save_state, trial_device, trial_payload
 from .search import tune_grid

@@ -39,7 +39,7 @@ def trial_kind(spec: Spec) -> str:
 def _stored_kind(where: Location) -> str:
     """The trainable a saved Tune experiment was started with (a sweep started before light trials: Ray Train)."""
     try:
-        state = pickle.loads((where / "tuner.pkl").read_bytes())  # the Tuner's state (a dict)
+        state = pickle.loads(L.tune_state(where).read_bytes())  # the Tuner's state (a dict)
     except (OSError, pickle.UnpicklingError, AttributeError, ImportError):
         return ray_train.NAME
     return (state.get("__trainable_name") if isinstance(state, dict) else None) or ray_train.NAME
@@ -50,11 +50,10 @@ def _reopen_search(where: Location) -> None:
     :func:`sweeplab.search.close_gate`) suggests its remaining trials again; one that ran out of trials says so
     again at once."""
     import ray.cloudpickle as cloudpickle
-    for saved in where.files(".json"):
-        if saved.name.startswith("search_gen_state-"):  # Tune's SearchGenerator state: counter, total, finished
-            state = cloudpickle.loads(saved.read_bytes())
-            if isinstance(state, dict) and state.get("finished"):
-                saved.write_bytes(cloudpickle.dumps({**state, "finished": False}))
+    for saved in L.tune_search_states(where):
+        state = cloudpickle.loads(saved.read_bytes())
+        if isinstance(state, dict) and state.get("finished"):
+            saved.write_bytes(cloudpickle.dumps({**state, "finished": False}))
 
 
 def _trainable(kind: str, spec: Spec, plan: Plan, code_version: str):

@@ -21,7 +21,8 @@ import torch.distributed as dist
 
 from . import artifacts
 from . import layout as L
-from .context import DTYPES, ContextBase
+from .context import ContextBase
+from .task import DTYPES
 from .plan import Plan
 from .search import tune_grid, tune_trial_params, tune_trial_point
 from .spec import Spec

@@ -19,7 +19,7 @@ from .plan import check_points, trial_points
 from .specfile import SpecFileError, read_chain
 from .sections import as_list, check_scheduler, check_space, check_values, mapping, metric_names, number
 from .storage import Location, location, storage_problem
-from .task import Task, get_task
+from .task import DTYPES, Task, get_task
 
 ALGORITHMS = ("grid", "random", "tpe", "nsga2")
 TOP_KEYS = {"name", "task", "description", "config", "search", "metric", "mode", "scheduler", "resources",
@@ -29,7 +29,6 @@ SCHEDULER_KEYS = {"type", "metric", "mode", "time_attr", "max_t", "grace_period"
 RESOURCE_KEYS = {"cpus", "gpus", "workers"}
 CHECKPOINT_KEYS = {"keep", "keep_after_completion"}
 BUDGET_KEYS = {"gpu_hours"}
-DTYPES = ("float32", "bfloat16")
 
 
 class SpecError(ValueError):

@@ -199,6 +199,7 @@ def _plot_name(task: Task) -> tuple[str, str]:
 
 
 PARALLEL = ("data", "split", "none")  # Task.parallel
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # spec key dtype -> TrialContext.dtype
 _REGISTRY: dict[str, Task] = {}
 _BROKEN: dict[str, str] = {}  # module name -> why it could not be imported
 
@@ -214,8 +215,8 @@ def register_task(task: Task) -> Task:
     if task.parallel not in PARALLEL:
         raise ValueError(f"task {task.name!r}: parallel {task.parallel!r} is not one of {list(PARALLEL)}")
     if task.batch_fields and (task.parallel != "data" or not set(task.batch_fields) <= set(infos)):
-        raise ValueError(f"task {task.name!r}: batch_field {task.batch_field!r} must be config fields of a task "
-                         "with parallel='data'")
+        raise ValueError(f"task {task.name!r}: batch_field {task.batch_field!r} must be a config field (or a "
+                         "tuple of them) of a task with parallel='data'")
     if unknown := sorted(set(task.tiny) - set(infos)):
         raise ValueError(f"task {task.name!r}: tiny names unknown config keys {unknown}")
     for what, columns in (("metrics", task.metrics), ("eval_columns", task.eval_columns)):
