@@ -66,8 +66,11 @@ def test_compaction_is_atomic_and_never_duplicates(tmp_path):
         files = (sweep / "results" / table).files()
         assert [f.name for f in files] == ["compacted-000000.parquet"]
     assert len(pd.read_parquet(tmp_path / "results" / "trials")) == 4
+    assert results.read_trial(sweep, "t2")["loss"] == 2.0 and results.read_trial(sweep, "t9") is None
+    assert store.completed_trial(sweep, "t3") is None  # failed, read from the compacted file
     _complete(sweep, "t1", 0.5, 50.0)  # a retried trial after compaction: its new part replaces its old rows
     _complete(sweep, "t3", 0.5, 30.0)  # the failed trial, resumed, completes
+    assert results.read_trial(sweep, "t1")["loss"] == 50.0 and store.completed_trial(sweep, "t3")["loss"] == 30.0
     trials, evals = results.read(tmp_path)
     assert sorted(trials.trial_id) == ["t0", "t1", "t2", "t3"] and trials.trial_id.is_unique
     assert trials.set_index("trial_id").loc["t1", "loss"] == 50.0
@@ -97,6 +100,7 @@ def test_earlier_layout_is_read_and_converted(tmp_path):
     pd.DataFrame({"sweep": ["s"], "task": ["toy"], "trial_id": ["old0"], "size": [1], "value": [1.5]}).to_parquet(
         res / "evaluations.parquet")
     assert results.read(tmp_path)[0].loss.tolist() == [1.5]
+    assert results.read_trial(tmp_path, "old0")["loss"] == 1.5 and results.read_trial(tmp_path, "t1") is None
     assert results.query(tmp_path, "SELECT count(*) n FROM evaluations").n[0] == 1
     _complete(location(tmp_path), "t1", 0.1, 2.0)  # the sweep resumed with this version
     results.compact(tmp_path)

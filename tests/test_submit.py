@@ -132,7 +132,7 @@ def test_submit_refuses_bad_input_before_contacting_anyone(tmp_path, toy_spec, c
 def test_status_counts_and_best_so_far(tmp_path, capsys):
     sweep = tmp_path / "s"
     spec = SimpleNamespace(name="s", task=SimpleNamespace(name="toy"), metrics=["loss"], modes=["min"],
-                           sweep_dir=sweep, space={"lr": None}, source="s.yaml")
+                           sweep_dir=sweep, space={"lr": None}, source="s.yaml", budget={})
     store.write_sweep_info(spec, Plan(None, 5))
     for tid, state, loss in (("t1", "completed", 0.5), ("t2", "completed", 0.2), ("t3", "running", 0.1),
                              ("t4", "failed", None)):

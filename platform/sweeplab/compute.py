@@ -10,7 +10,6 @@ GPU columns), never 0.
 from __future__ import annotations
 
 import gc
-import sys
 import time
 from typing import Any
 
@@ -24,11 +23,10 @@ except ImportError:
 _MB = 2**20
 
 
-def versions() -> dict[str, str | None]:
-    """The software a trial ran on: torch, its CUDA build (None for a CPU build), Ray (None with ``--local``)."""
-    ray = sys.modules.get("ray")
-    return {"torch_version": torch.__version__, "cuda_version": torch.version.cuda,
-            "ray_version": getattr(ray, "__version__", None)}
+def versions(ray_version: str | None) -> dict[str, str | None]:
+    """The software a trial ran on: torch, its CUDA build (None for a CPU build), Ray (the runner's; None with
+    ``--local``, even in a process that imported Ray)."""
+    return {"torch_version": torch.__version__, "cuda_version": torch.version.cuda, "ray_version": ray_version}
 
 
 def _reset_host_peak() -> None:
@@ -56,7 +54,7 @@ def host_peak_mb() -> float | None:
 class Meter:
     """The compute of one trial attempt on one rank (see the module docstring)."""
 
-    def __init__(self, device: torch.device, gpus_held: float, dtype: torch.dtype):
+    def __init__(self, device: torch.device, gpus_held: float, dtype: torch.dtype, ray_version: str | None = None):
         self.device, self.gpus_held, self.dtype = device, float(gpus_held), dtype
         self.cuda = device.type == "cuda" and torch.cuda.is_available()
         if self.cuda:  # what the previous trial left was freed by its close()
@@ -64,7 +62,7 @@ class Meter:
         _reset_host_peak()
         self.t0 = time.perf_counter()
         self._fixed = {"dtype": str(dtype).removeprefix("torch."), "gpus": self.gpus_held,
-                       "gpu_name": torch.cuda.get_device_name(device) if self.cuda else None, **versions()}
+                       "gpu_name": torch.cuda.get_device_name(device) if self.cuda else None, **versions(ray_version)}
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0

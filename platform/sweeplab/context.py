@@ -45,8 +45,8 @@ def all_reduce(tensor: torch.Tensor, world_size: int, op: str = "mean") -> torch
 class ContextBase:
     """What every :class:`~sweeplab.task.TrialContext` shares: :meth:`unwrap`, :meth:`all_reduce`,
     :meth:`autocast`, the data-wait clock and the trial's compute meter (:mod:`sweeplab.compute`). A context class
-    sets ``device``, ``world_size`` and ``rank``; ``dtype`` and ``gpus_held`` (all the trial's ranks together)
-    default to float32 and none."""
+    sets ``device``, ``world_size`` and ``rank``; ``dtype``, ``gpus_held`` (all the trial's ranks together) and
+    ``ray_version`` (the runner's Ray; None in this process) default to float32, none and None."""
 
     world_size: int
     rank: int
@@ -56,6 +56,7 @@ class ContextBase:
     cpus: int = 1
     data_wait_seconds: float = 0.0
     meter: Meter | None = None
+    ray_version: str | None = None
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return unwrap(model)
@@ -89,7 +90,7 @@ class ContextBase:
     def start_meter(self) -> Meter:
         """Start the trial attempt's clock and memory peaks (:class:`sweeplab.compute.Meter`), data wait at 0."""
         self.data_wait_seconds = 0.0
-        self.meter = Meter(self.device, self.gpus_held if self.rank == 0 else 0.0, self.dtype)
+        self.meter = Meter(self.device, self.gpus_held if self.rank == 0 else 0.0, self.dtype, self.ray_version)
         return self.meter
 
     def compute(self, train_s: float | None = None) -> dict[str, Any]:

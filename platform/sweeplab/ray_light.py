@@ -35,6 +35,8 @@ class LightContext(ContextBase):
         self.trial_id, self.seed, self.sources, self._saver = trial_id, seed, dict(sources), saver
         self.device = trial_device(trial_id, torch.device("cuda", 0) if gpus else torch.device("cpu"))
         self.dtype, self.cpus, self.gpus_held = DTYPES[dtype], max(1, int(cpus)), float(gpus)
+        import ray
+        self.ray_version = ray.__version__
 
     def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None = None) -> None:
         import ray.tune

@@ -78,6 +78,7 @@ class RayTrainContext(ContextBase):
         self.rank, self.world_size = tc.get_world_rank(), tc.get_world_size()
         self.device = trial_device(trial_id, ray.train.torch.get_device())
         self.dtype, self.cpus, self.gpus_held = DTYPES[dtype], max(1, int(cpus)), gpus * self.world_size
+        self.ray_version = ray.__version__
 
     def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None = None) -> None:
         import ray.train

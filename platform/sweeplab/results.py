@@ -17,7 +17,7 @@ Who writes which part, and when, is :mod:`sweeplab.store`'s; column types come f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -191,6 +191,23 @@ def read_arrow(target, name: str, trial_ids: list[str] | None = None,
     if not pieces:
         return pa.table({k: pa.array([], pa.string()) for k in S.KEYS})
     return pa.concat_tables(pieces, promote_options="permissive")
+
+
+def read_trial(target, trial_id: str) -> dict[str, Any] | None:
+    """One trial's row of ``trials`` (None without one), as :func:`read_arrow` gives it, at the cost of one or two
+    files at any sweep size: the trial's part when it has one (a part is newer than any compacted row), else the
+    newest compacted file (or an earlier layout's single table), filtered."""
+    sweep = sweep_location(target)
+    try:
+        rows = read_table(L.part(sweep, "trials", trial_id)).to_pylist()
+    except FileNotFoundError:
+        legacy = L.legacy_table(sweep, "trials")
+        source = legacy if legacy.is_file() else table_files(sweep, "trials")[0]
+        if source is None:
+            return None
+        rows = ds.dataset(source.path, filesystem=source.fs, format="parquet").to_table(
+            filter=pc.field("trial_id") == trial_id).to_pylist()
+    return rows[-1] if rows else None
 
 
 def read(target) -> tuple[pd.DataFrame, pd.DataFrame]:

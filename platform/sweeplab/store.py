@@ -106,7 +106,7 @@ def completed_trial(sweep: Location, trial_id: str) -> dict | None:
     """The trial's row when it completed (its rank 0 wrote it), else None. A sweep written by the earlier layout
     may hold it only in ``fragments/<id>/trial.parquet``, where rank 0 wrote it then."""
     sweep = location(sweep)
-    row = trial_rows(sweep, [trial_id]).get(trial_id)
+    row = results.read_trial(sweep, trial_id)
     if row is None:
         try:
             row = results.read_table(L.legacy_completed_row(sweep, trial_id)).to_pylist()[0]
