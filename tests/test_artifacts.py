@@ -57,7 +57,9 @@ def test_missing_or_incompatible_sources_are_spec_errors(toy_spec, tmp_path):
         "no artifacts saved by trial 'nope'": f"{source.sweep_dir}/nope",
         "several completed trials": {"sweep": str(source.sweep_dir)},
         "no completed trial": {"sweep": str(source.sweep_dir), "where": "lr > 1"},
-        "does not run on": {"sweep": str(source.sweep_dir), "where": "no_such_column = 1"},
+        "`where` is not an expression over the trials table": {"sweep": str(source.sweep_dir),
+                                                                "where": "no_such_column = 1"},
+        "`order_by` is not a list of ORDER BY terms": {"sweep": str(source.sweep_dir), "order_by": "loss; SELECT 1"},
         "no results under": {"sweep": str(tmp_path / "never-ran")},
     }
     for message, ref in cases.items():
@@ -73,6 +75,22 @@ def test_missing_or_incompatible_sources_are_spec_errors(toy_spec, tmp_path):
     other = results.read(plain.sweep_dir)[0].trial_id.iloc[0]
     with pytest.raises(SpecError, match="no artifacts saved"):
         _resolved(_eval_spec(toy_spec, plain, f"{plain.sweep_dir}/{other}"))
+
+
+def test_a_specs_condition_cannot_write_or_read_files(toy_spec, tmp_path, capsys):
+    import yaml
+    from sweeplab import cli
+    source = _source_sweep(toy_spec)
+    out = tmp_path / "written.csv"
+    for ref in ({"sweep": str(source.sweep_dir), "where": f"lr = 0.05); COPY (SELECT 1) TO '{out}'; SELECT (1"},
+                {"sweep": str(source.sweep_dir), "where": f"lr IN (SELECT * FROM read_csv('{out}'))"},
+                {"sweep": str(source.sweep_dir), "order_by": f"loss; ATTACH '{tmp_path / 'x.db'}'"}):
+        path = tmp_path / "eval.yaml"
+        path.write_text(yaml.safe_dump(_eval_spec(toy_spec, source, ref)))
+        assert cli.main(["status", str(path)]) == 1  # parsing the spec reads no source: the sweep never ran
+        assert cli.main(["run", str(path), "--local"]) == 2  # resolving the source refuses the condition
+        assert "from_trials.init" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "x.db").exists()
 
 
 @pytest.mark.ray

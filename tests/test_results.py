@@ -1,5 +1,6 @@
 """The results layer: one row builder for every status, typed parts, compaction, the earlier layout, SQL."""
 import os
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -127,6 +128,26 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temporary file left behind
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_files_are_created_as_the_umask_says(tmp_path, toy_spec, umask):
+    from sweeplab.local import run_local
+    from sweeplab.lock import DriverLock
+    from sweeplab.spec import parse
+    old = os.umask(umask)
+    try:
+        spec = parse({**toy_spec, "storage": str(tmp_path)})
+        run_local(spec, "test")
+        with DriverLock(spec.sweep_dir):  # the lock file too
+            files = [f for f in Path(spec.sweep_dir.path).rglob("*") if f.is_file()]
+            assert "driver.lock" in {f.name for f in files}
+            assert location(tmp_path / "x").create_exclusive(b"1")
+            files.append(tmp_path / "x")
+            modes = {str(f.relative_to(tmp_path)): oct(f.stat().st_mode & 0o777) for f in files}
+    finally:
+        os.umask(old)
+    assert len(modes) > 5 and set(modes.values()) == {oct(0o666 & ~umask)}, modes
+
+
 def test_query_and_cli_results(tmp_path, capsys):
     _complete(location(tmp_path), "t0", 0.1, 1.0)
     _complete(location(tmp_path), "t1", 0.2, 2.0)
@@ -139,6 +160,55 @@ def test_query_and_cli_results(tmp_path, capsys):
     assert cli.main(["results", str(tmp_path), "--sql", "SELEC nonsense"]) == 2
     assert cli.main(["results", str(tmp_path / "missing")]) == 1
     assert "no results under" in capsys.readouterr().err
+
+
+def test_a_results_query_reads_the_two_tables_and_nothing_else(tmp_path, capsys):
+    sweep = location(tmp_path)
+    _complete(sweep, "t0", 0.1, 1.0)
+    results.compact(sweep)
+    table = tmp_path / "results" / "trials" / "compacted-000000.parquet"
+    before = table.read_bytes()
+    secret = tmp_path / "secret.csv"
+    secret.write_text("x\n42\n")
+    listing = sorted(str(p) for p in tmp_path.rglob("*"))
+    refused = {  # each exit 2, nothing written, nothing read but the tables
+        f"COPY (SELECT 1 AS x) TO '{table}'": "exactly one SELECT",
+        f"COPY (SELECT 1 AS x) TO '{tmp_path / 'out.csv'}'": "exactly one SELECT",
+        f"SELECT * FROM read_csv('{secret}')": "Permission",
+        f"SELECT * FROM '{secret}'": "Permission",
+        f"ATTACH '{tmp_path / 'x.db'}'": "exactly one SELECT",
+        "SELECT 1; SELECT 2": "exactly one SELECT",
+        "INSTALL httpfs": "exactly one SELECT",
+        "LOAD httpfs": "exactly one SELECT",
+        "SELECT * FROM (SELECT 1) t, (SELECT load_extension('httpfs'))": "",
+        "EXPLAIN SELECT * FROM trials": "exactly one SELECT",
+        "PIVOT trials ON status USING count(*)": "exactly one SELECT",
+        "SET enable_external_access = true": "exactly one SELECT",
+    }
+    for sql, message in refused.items():
+        assert cli.main(["results", str(tmp_path), "--sql", sql]) == 2, sql
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (sql, err)
+    assert table.read_bytes() == before and sorted(str(p) for p in tmp_path.rglob("*")) == listing
+    with pytest.raises(results.QueryError, match="Permission"):  # a subquery inside one SELECT cannot read files
+        results.query(tmp_path, f"SELECT (SELECT count(*) FROM read_csv('{secret}')) AS n FROM trials")
+    assert results.query(tmp_path, "SELECT count(*) AS n FROM trials WHERE trial_id IN "
+                         "(SELECT trial_id FROM evaluations)").n[0] == 1  # subqueries over the tables still run
+
+
+def test_a_picking_condition_is_one_expression_over_the_trials_table(tmp_path):
+    sweep = location(tmp_path)
+    for i, lr in enumerate((0.1, 0.2, 0.3)):
+        _complete(sweep, f"t{i}", lr, float(i))
+    assert results.pick_trials(tmp_path, "loss > 0.5", "loss DESC", 2) == ["t2", "t1"]
+    assert results.pick_trials(tmp_path, "loss < (SELECT max(loss) FROM trials)", "trial_id", 5) == ["t0", "t1"]
+    out = tmp_path / "out.csv"
+    for where, order_by in ((f"1=1); COPY (SELECT 1) TO '{out}' --", None), ("1=1; SELECT 1", None),
+                            (f"lr IN (SELECT x FROM read_csv('{out}'))", None), ("loss > 0) OR (1=1", None),
+                            (None, f"loss; COPY (SELECT 1) TO '{out}'"), (None, "loss LIMIT 1")):
+        with pytest.raises(results.QueryError):
+            results.pick_trials(tmp_path, where, order_by, 2)
+    assert not out.exists()
 
 
 def test_readme_documents_every_core_column():

@@ -163,6 +163,12 @@ def test_local_sweep_status_results_plot_and_resume_on_s3(s3, tmp_path, toy_spec
     assert cli.main(["results", sweep, "--csv", "--sql", "SELECT t.trial_id, count(*) AS n FROM trials t JOIN "
                      "evaluations e USING (trial_id) WHERE t.status = 'completed' GROUP BY 1 ORDER BY 1"]) == 0
     assert capsys.readouterr().out.split() == ["trial_id,n", "local_00000,2", "local_00001,2"]
+    before = _objects(sweep)  # a query over a bucket reads its tables and nothing else either
+    for sql in (f"COPY (SELECT 1 AS x) TO '{sweep}/results/trials/compacted-000000.parquet'",
+                f"SELECT * FROM read_parquet('{sweep}/results/trials/compacted-000000.parquet')",
+                "INSTALL httpfs", f"SELECT 1 AS x; SELECT * FROM read_csv('{tmp_path / 'toy.yaml'}')"):
+        assert cli.main(["results", sweep, "--sql", sql]) == 2, sql
+    assert _objects(sweep) == before and "Traceback" not in capsys.readouterr().err
     # a part written after compaction (a trial recorded again) replaces the trial's compacted row: once, and new
     store.record_trial(location(sweep), TOY, sweep_name="toy-sweep", trial_id="local_00002", status="stopped",
                        values={"fail": True}, seed=1)

@@ -137,15 +137,12 @@ def _pick(name: str, ref: dict) -> str:
     """A ``{sweep, where, order_by}`` reference (its keys checked by the parser) -> ``<sweep>/<trial_id>``
     (ValueError saying why not)."""
     sweep = location(str(ref["sweep"]))
-    cond = f"status = 'completed' AND ({ref['where']})" if ref.get("where") else "status = 'completed'"
-    order = f" ORDER BY {ref['order_by']}" if ref.get("order_by") else ""
     try:
-        found = results.query(sweep, f"SELECT trial_id FROM trials WHERE {cond}{order} LIMIT 2").trial_id.tolist()
+        found = results.pick_trials(sweep, ref.get("where"), ref.get("order_by"), 2)
     except FileNotFoundError as exc:
         raise ValueError(f"from_trials.{name}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - DuckDB's parser and binder errors name the bad SQL
-        raise ValueError(f"from_trials.{name}: the condition does not run on {sweep}'s trials table: {exc}") \
-            from None
+    except results.QueryError as exc:
+        raise ValueError(f"from_trials.{name}: on {sweep}'s trials table, {exc}") from None
     if not found:
         raise ValueError(f"from_trials.{name}: no completed trial of {sweep} matches {ref.get('where') or 'any'}")
     if len(found) > 1 and not ref.get("order_by"):

@@ -189,10 +189,8 @@ def _cmd_results(args) -> int:
         return _error(f"invalid sweep spec {exc}", 2)
     except (FileNotFoundError, StorageError) as exc:
         return _error(str(exc), 1)
-    except Exception as exc:  # noqa: BLE001 - DuckDB's parser and binder errors
-        if type(exc).__module__.startswith("duckdb") or type(exc).__name__.endswith("Exception"):
-            return _error(f"the query failed: {exc}", 2)
-        raise
+    except results.QueryError as exc:
+        return _error(str(exc), 2)
     if args.csv:
         frame.to_csv(sys.stdout, index=False)
     else:

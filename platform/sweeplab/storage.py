@@ -12,7 +12,8 @@ own AWS variables. Any S3-compatible store works (MinIO, Ceph, moto).
 Writes are atomic: on a local filesystem a file is written under a temporary name in the same folder, synced and
 renamed into place; on object storage one ``PUT`` is atomic by itself (an object is visible whole or not at all).
 :meth:`Location.create_exclusive` is the one conditional write (``O_EXCL`` locally, ``If-None-Match: *`` on S3):
-the sweep lock is built on it.
+the sweep lock is built on it. Local files are created with :data:`FILE_MODE` less the umask, as ``open()`` does
+(not ``mkstemp``'s 0600, which would hide a shared folder's tables from its other users).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import contextlib
 import dataclasses
 import os
 import posixpath
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 S3_SCHEME = "s3://"
+FILE_MODE = 0o666  # local files: this less the umask (module docstring)
 
 
 class StorageError(OSError):
@@ -189,8 +191,8 @@ class Location:
             return
         path = Path(self.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         try:
             with pa.OSFile(tmp, "wb") as sink:
                 yield sink
@@ -235,7 +237,7 @@ class Location:
         path = Path(self.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as fh:
