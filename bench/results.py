@@ -9,7 +9,7 @@ evaluation rows of image x beta). At each size N the script measures:
 * trial end: the mean (and median) seconds of ``record_trial`` and of ``write_trial_result`` over a sample of
   ``--sample`` trial ends appended to the sweep that holds N trials, i.e. the cost at trial N; the sample's
   files are then removed so the sweep holds N trials again. Target: largest size / smallest size <= 1.5 for both;
-* ``results.query`` of a GROUP BY over ``evaluations`` JOIN ``trials`` (:data:`SQL`) before compaction (N parts
+* ``sql.query`` of a GROUP BY over ``evaluations`` JOIN ``trials`` (:data:`SQL`) before compaction (N parts
   per table) and after ``store.compact`` (one file per table), best of ``--repeats``, beside the same SQL run by
   plain DuckDB ``read_parquet`` over the same files (the reference for the ratio). Target after compaction at
   10,000 trials: a few seconds at most on 2 cores;
@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 
 from memory import Peak, mib, status  # bench/memory.py
 from sweeplab import layout as L
-from sweeplab import results, store
+from sweeplab import results, sql, store
 from sweeplab.config import param
 from sweeplab.storage import location
 from sweeplab.task import Evaluation, Task, register_task
@@ -211,7 +211,7 @@ def tables_phase(f: dict, args) -> None:
     f["listing_ms"] = 1e3 * (time.perf_counter() - t)
 
     with Peak() as mem:
-        f["query_parts_s"], first, before = timed(lambda: results.query(sweep, SQL), args.repeats)
+        f["query_parts_s"], first, before = timed(lambda: sql.query(sweep, SQL), args.repeats)
     f["query_parts_mem"] = mem
     direct_parts, _, ref = timed(lambda: direct_query(sweep), args.repeats)
     assert len(before) == len(CATS) * len(BETAS), before
@@ -237,7 +237,7 @@ def tables_phase(f: dict, args) -> None:
     print(f"  compact: {f['compact_s']:.2f} s, {counts}; {mem}\n  compacted files: {'; '.join(files)}")
 
     with Peak() as mem:
-        f["query_compacted_s"], first, after = timed(lambda: results.query(sweep, SQL), args.repeats)
+        f["query_compacted_s"], first, after = timed(lambda: sql.query(sweep, SQL), args.repeats)
     f["query_compacted_mem"] = mem
     direct_compacted, _, _ = timed(lambda: direct_query(sweep), args.repeats)
     pd.testing.assert_frame_equal(canon(before), canon(after))
@@ -251,7 +251,7 @@ def tables_phase(f: dict, args) -> None:
         (only,) = L.table_dir(sweep, table).files(".parquet")
         out = L.table_dir(ref, table) / only.name
         results.write_table(out, pq.read_table(only.path))  # pq.write_table's defaults
-    f["query_ref_s"], _, rebuilt = timed(lambda: results.query(ref, SQL), args.repeats)
+    f["query_ref_s"], _, rebuilt = timed(lambda: sql.query(ref, SQL), args.repeats)
     pd.testing.assert_frame_equal(canon(before), canon(rebuilt))
     groups = pq.ParquetFile(out.path).metadata.num_row_groups
     shutil.rmtree(ref.local_path)
@@ -261,7 +261,7 @@ def tables_phase(f: dict, args) -> None:
     new = [trial_inputs(n + j) for j in range(args.sample)]
     spent = [end_trial(sweep, s) for s in new]
     f["record_after_ms"] = 1e3 * statistics.mean(r for _, r in spent)
-    f["query_mixed_s"], _, _ = timed(lambda: results.query(sweep, SQL), args.repeats)
+    f["query_mixed_s"], _, _ = timed(lambda: sql.query(sweep, SQL), args.repeats)
     t = time.perf_counter()
     counts = store.compact(sweep)
     f["compact_again_s"] = time.perf_counter() - t

@@ -29,6 +29,7 @@ def _rank(rank: int, port: int, out) -> None:
         model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 1))
         got = {op: all_reduce(torch.tensor([rank + 1.0, 10.0 * rank]), 2, op).tolist() for op in ("mean", "sum", "max")}
         out.put((rank, got, type(unwrap(model)).__name__))
+        dist.barrier()  # neither rank tears the group down while the other still uses it (gloo aborts then)
     finally:
         dist.destroy_process_group()
 

@@ -64,3 +64,13 @@ def test_fractional_multi_worker_trials_run_and_a_budget_stops_the_sweep_until_r
     trials = results.read(spec.sweep_dir)[0]
     assert len(trials) == 2 and set(trials.status) == {"completed"} and (trials.num_workers == 2).all()
     assert store.sweep_status(spec.sweep_dir)["budget_stop"] is None
+
+
+def test_a_trial_the_cluster_cannot_hold_is_refused_before_it_starts(ray_one_gpu, toy_spec):
+    from sweeplab.service import SweepError
+    for resources in ({"cpus": 1, "gpus": 2}, {"cpus": 1, "gpus": 0.5, "workers": 3}, {"cpus": 3}):
+        spec = _spec(toy_spec, name=f"too-big-{len(resources)}", resources=resources)
+        with pytest.raises(SweepError, match="no trial could ever start on this machine") as err:
+            run_sweep(spec, RayBackend(), say=lambda message: None)  # waited forever before
+        assert err.value.code == 2 and not results.has_results(spec.sweep_dir)
+        assert not L.sweep_info(spec.sweep_dir).exists()

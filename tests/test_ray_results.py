@@ -38,7 +38,9 @@ def _check_tables(sweep, statuses):
         assert row.tags == "p,q" and bool(row.verbose)
         assert row.steps == 3 and row.step_seconds == 0.0 and row.marker_dir == ""
     failed = by_x.loc[0.31]
-    assert "fails on purpose" in failed.error and failed.fail_attempts == 1
+    cause = f"RuntimeError: chaos: attempt 0 of trial {failed.trial_id} fails on purpose"
+    assert failed.error.split("\n")[0] == cause and 'File "' in failed.error and failed.fail_attempts == 1
+    assert "\x1b[" not in failed.error  # plain text: Ray's error file carries terminal colours
     assert failed.loss == pytest.approx((0.31 - 0.3) ** 2 + 1.0)  # its last report (step 0), a declared metric
     assert not {"hostname", "pid", "node_ip", "date", "step", "progress"} & set(trials.columns)
     assert set(evals.trial_id) == set(trials[trials.status == "completed"].trial_id)
@@ -58,9 +60,14 @@ def test_ray_completed_stopped_and_failed_trials_share_one_schema(tmp_path, swee
     path = tmp_path / "ends.yaml"
     path.write_text(yaml.safe_dump(raw))
     proc = sweeplab_cli(["run", path], tmp_path, rc=1, env=PLUGIN_ENV)  # 1: a trial failed
-    assert "fails on purpose" in proc.stdout + proc.stderr
     sweep = parse(raw).sweep_dir
     trials = _check_tables(sweep, {0.3: "completed", 0.9: "stopped", 0.31: "failed"})
+    failed = trials.set_index("x").loc[0.31].trial_id
+    cause = f"RuntimeError: chaos: attempt 0 of trial {failed} fails on purpose"
+    assert f"[{failed}] failed: {cause}" in proc.stdout  # its end line, and the cause in the final table
+    assert any(line.strip().startswith(failed) and line.rstrip().endswith(cause) for line in proc.stdout.splitlines())
+    status = sweeplab_cli(["status", path], tmp_path, env=PLUGIN_ENV).stdout
+    assert f"{failed} failed: {cause}" in status
     stopped = trials.set_index("x").loc[0.9]
     assert pd.isna(stopped.error) and stopped.loss == pytest.approx(0.36 + 1.0)  # its rung-1 report
     assert pa.types.is_int64(pq.read_schema((sweep / "results" / "trials").files()[0].path).field("seed").type)

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweeplab import cli, results, store
+from sweeplab import cli, results, sql, store
 from sweeplab import schema as S
 from sweeplab.storage import location
 from tests.conftest import TOY
@@ -77,8 +77,8 @@ def test_compaction_is_atomic_and_never_duplicates(tmp_path):
     assert trials.set_index("trial_id").loc["t1", "loss"] == 50.0
     assert trials.set_index("trial_id").loc["t3", "status"] == "completed"
     assert len(evals) == 8 and sorted(evals[evals.trial_id == "t1"].value) == [50.0, 100.0]
-    sql = "SELECT trial_id, loss FROM trials ORDER BY trial_id"
-    assert results.query(tmp_path, sql).loss.tolist() == [0.0, 50.0, 2.0, 30.0]
+    statement = "SELECT trial_id, loss FROM trials ORDER BY trial_id"
+    assert sql.query(tmp_path, statement).loss.tolist() == [0.0, 50.0, 2.0, 30.0]
     # a reader between the two steps of a compaction (new file written, merged parts not yet deleted)
     real_delete = type(sweep).delete
     type(sweep).delete = lambda self: None
@@ -89,7 +89,7 @@ def test_compaction_is_atomic_and_never_duplicates(tmp_path):
     assert len((sweep / "results" / "trials").files()) == 1 + 1 + 2  # both generations and the two parts
     trials, evals = results.read(tmp_path)
     assert len(trials) == 4 and len(evals) == 8
-    assert results.query(tmp_path, "SELECT count(*) n, count(DISTINCT trial_id) d FROM evaluations").n[0] == 8
+    assert sql.query(tmp_path, "SELECT count(*) n, count(DISTINCT trial_id) d FROM evaluations").n[0] == 8
     assert results.compact(sweep) == {"trials": 4, "evaluations": 8}
 
 
@@ -102,7 +102,7 @@ def test_earlier_layout_is_read_and_converted(tmp_path):
         res / "evaluations.parquet")
     assert results.read(tmp_path)[0].loss.tolist() == [1.5]
     assert results.read_trial(tmp_path, "old0")["loss"] == 1.5 and results.read_trial(tmp_path, "t1") is None
-    assert results.query(tmp_path, "SELECT count(*) n FROM evaluations").n[0] == 1
+    assert sql.query(tmp_path, "SELECT count(*) n FROM evaluations").n[0] == 1
     _complete(location(tmp_path), "t1", 0.1, 2.0)  # the sweep resumed with this version
     results.compact(tmp_path)
     assert not (res / "trials.parquet").exists()
@@ -151,7 +151,7 @@ def test_files_are_created_as_the_umask_says(tmp_path, toy_spec, umask):
 def test_query_and_cli_results(tmp_path, capsys):
     _complete(location(tmp_path), "t0", 0.1, 1.0)
     _complete(location(tmp_path), "t1", 0.2, 2.0)
-    frame = results.query(tmp_path, "SELECT trial_id, loss FROM trials WHERE loss > 1.5")
+    frame = sql.query(tmp_path, "SELECT trial_id, loss FROM trials WHERE loss > 1.5")
     assert frame.to_dict("records") == [{"trial_id": "t1", "loss": 2.0}]
     assert cli.main(["results", str(tmp_path), "--sql", "SELECT count(*) AS n FROM evaluations"]) == 0
     assert capsys.readouterr().out.split() == ["n", "4"]
@@ -185,14 +185,14 @@ def test_a_results_query_reads_the_two_tables_and_nothing_else(tmp_path, capsys)
         "PIVOT trials ON status USING count(*)": "exactly one SELECT",
         "SET enable_external_access = true": "exactly one SELECT",
     }
-    for sql, message in refused.items():
-        assert cli.main(["results", str(tmp_path), "--sql", sql]) == 2, sql
+    for statement, message in refused.items():
+        assert cli.main(["results", str(tmp_path), "--sql", statement]) == 2, statement
         err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err, (sql, err)
+        assert message in err and "Traceback" not in err, (statement, err)
     assert table.read_bytes() == before and sorted(str(p) for p in tmp_path.rglob("*")) == listing
-    with pytest.raises(results.QueryError, match="Permission"):  # a subquery inside one SELECT cannot read files
-        results.query(tmp_path, f"SELECT (SELECT count(*) FROM read_csv('{secret}')) AS n FROM trials")
-    assert results.query(tmp_path, "SELECT count(*) AS n FROM trials WHERE trial_id IN "
+    with pytest.raises(sql.QueryError, match="Permission"):  # a subquery inside one SELECT cannot read files
+        sql.query(tmp_path, f"SELECT (SELECT count(*) FROM read_csv('{secret}')) AS n FROM trials")
+    assert sql.query(tmp_path, "SELECT count(*) AS n FROM trials WHERE trial_id IN "
                          "(SELECT trial_id FROM evaluations)").n[0] == 1  # subqueries over the tables still run
 
 
@@ -200,14 +200,14 @@ def test_a_picking_condition_is_one_expression_over_the_trials_table(tmp_path):
     sweep = location(tmp_path)
     for i, lr in enumerate((0.1, 0.2, 0.3)):
         _complete(sweep, f"t{i}", lr, float(i))
-    assert results.pick_trials(tmp_path, "loss > 0.5", "loss DESC", 2) == ["t2", "t1"]
-    assert results.pick_trials(tmp_path, "loss < (SELECT max(loss) FROM trials)", "trial_id", 5) == ["t0", "t1"]
+    assert sql.pick_trials(tmp_path, "loss > 0.5", "loss DESC", 2) == ["t2", "t1"]
+    assert sql.pick_trials(tmp_path, "loss < (SELECT max(loss) FROM trials)", "trial_id", 5) == ["t0", "t1"]
     out = tmp_path / "out.csv"
     for where, order_by in ((f"1=1); COPY (SELECT 1) TO '{out}' --", None), ("1=1; SELECT 1", None),
                             (f"lr IN (SELECT x FROM read_csv('{out}'))", None), ("loss > 0) OR (1=1", None),
                             (None, f"loss; COPY (SELECT 1) TO '{out}'"), (None, "loss LIMIT 1")):
-        with pytest.raises(results.QueryError):
-            results.pick_trials(tmp_path, where, order_by, 2)
+        with pytest.raises(sql.QueryError):
+            sql.pick_trials(tmp_path, where, order_by, 2)
     assert not out.exists()
 
 

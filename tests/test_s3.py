@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeplab import artifacts, cli, results, store
+from sweeplab import artifacts, cli, results, sql, store
 from sweeplab import task as T
 from sweeplab.spec import parse
 from sweeplab.storage import StorageError, check_bucket, location
@@ -164,15 +164,15 @@ def test_local_sweep_status_results_plot_and_resume_on_s3(s3, tmp_path, toy_spec
                      "evaluations e USING (trial_id) WHERE t.status = 'completed' GROUP BY 1 ORDER BY 1"]) == 0
     assert capsys.readouterr().out.split() == ["trial_id,n", "local_00000,2", "local_00001,2"]
     before = _objects(sweep)  # a query over a bucket reads its tables and nothing else either
-    for sql in (f"COPY (SELECT 1 AS x) TO '{sweep}/results/trials/compacted-000000.parquet'",
-                f"SELECT * FROM read_parquet('{sweep}/results/trials/compacted-000000.parquet')",
-                "INSTALL httpfs", f"SELECT 1 AS x; SELECT * FROM read_csv('{tmp_path / 'toy.yaml'}')"):
-        assert cli.main(["results", sweep, "--sql", sql]) == 2, sql
+    for statement in (f"COPY (SELECT 1 AS x) TO '{sweep}/results/trials/compacted-000000.parquet'",
+                      f"SELECT * FROM read_parquet('{sweep}/results/trials/compacted-000000.parquet')",
+                      "INSTALL httpfs", f"SELECT 1 AS x; SELECT * FROM read_csv('{tmp_path / 'toy.yaml'}')"):
+        assert cli.main(["results", sweep, "--sql", statement]) == 2, statement
     assert _objects(sweep) == before and "Traceback" not in capsys.readouterr().err
     # a part written after compaction (a trial recorded again) replaces the trial's compacted row: once, and new
     store.record_trial(location(sweep), TOY, sweep_name="toy-sweep", trial_id="local_00002", status="stopped",
                        values={"fail": True}, seed=1)
-    rows = results.query(sweep, "SELECT trial_id, status FROM trials ORDER BY trial_id").values.tolist()
+    rows = sql.query(sweep, "SELECT trial_id, status FROM trials ORDER BY trial_id").values.tolist()
     assert rows == [["local_00000", "completed"], ["local_00001", "completed"], ["local_00002", "stopped"]]
 
     # a trained model in the bucket, found by SQL over the sweep's table and loaded back (what from_trials does)

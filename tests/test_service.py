@@ -71,7 +71,7 @@ class _Fake:
     def __init__(self, name):
         self.name, self.calls = name, []
 
-    def start(self):
+    def start(self, spec, say):
         self.calls.append("start")
 
     def run(self, spec, plan, code_version, resume, extensions):
@@ -297,3 +297,23 @@ def test_checkpoints_of_completed_trials_can_be_dropped(tmp_path):
     assert (layout.local_checkpoints(kept.sweep_dir).local_path / "local_00000" / "checkpoint.pt").exists()
     with pytest.raises(SpecError, match=r"keep_after_completion: expected true or false[\s\S]*keep: 0 is below"):
         parse({**raw, "checkpoints": {"keep": 0, "keep_after_completion": "no"}})
+
+
+def test_a_trial_that_no_node_can_hold_is_named_before_anything_starts():
+    from sweeplab.ray_cluster import unplaceable
+    two_nodes = [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 2.0}]
+    assert unplaceable(two_nodes, 1, 0.25, 4) is None  # four quarters of the one GPU
+    assert unplaceable(two_nodes, 2, 0, 3) is None  # spread over both nodes
+    assert unplaceable([{"CPU": 2.0}], 1, 0, 1) is None
+    problem = unplaceable([{"CPU": 2.0}], 1, 2, 1)  # resources.gpus: 2 without a GPU hung forever before
+    assert "1 worker(s) of 1 CPU(s) and 2 GPU(s)" in problem and "0 GPU(s) in all" in problem
+    assert unplaceable(two_nodes, 1, 0.5, 3) is not None and unplaceable(two_nodes, 4, 0, 2) is not None
+    assert unplaceable(two_nodes, 0, 1, 2) is not None  # two whole GPUs, one in the cluster
+
+
+def test_local_says_which_resources_it_does_not_use(toy_spec):
+    said = []
+    LocalBackend().start(parse(toy_spec), said.append)
+    assert said == []
+    LocalBackend().start(parse(toy_spec, ["resources.gpus=0.5", "resources.workers=2"]), said.append)
+    assert len(said) == 1 and "workers 2, gpus 0.5 apply on Ray only" in said[0]

@@ -77,6 +77,9 @@ def test_set_overrides_spec_and_config(toy_spec):
         parse(toy_spec, ["nosuch=1", "steps=abc", "novalue"])
     text = "\n".join(err.value.problems)
     assert "--set nosuch" in text and "steps: expected an integer" in text and "expected key=value" in text
+    for override in ("task=nosuch", f"task={toy_spec['task']}"):  # was silently ignored: the spec's task ran
+        with pytest.raises(SpecError, match="a spec's task cannot be overridden"):
+            parse(toy_spec, [override])
 
 
 def test_cli_exits_2_with_all_problems(toy_spec, tmp_path, capsys):
@@ -301,3 +304,23 @@ def test_resume_refuses_a_changed_spec(toy_spec, tmp_path, capsys):
     assert "  - config.steps: 1 -> 2\n  - space.lr: [0.01, 0.05] -> [0.01, 0.2]\n" in err
     assert cli.main(["resume", str(path), "--local", "--set", "resources.cpus=2", "retries=1"]) == 0
     assert capsys.readouterr().out.count("already completed") == 2
+
+
+def test_a_huge_plan_or_name_is_refused_without_building_it(toy_spec):
+    import time
+    from sweeplab.plan import MAX_TRIALS
+    t0 = time.perf_counter()
+    huge = [{**toy_spec, "search": {"algorithm": "grid", "space": {"lr": [0.01, 0.05]}, "num_samples": 10**9}},
+            {**toy_spec, "search": {"algorithm": "random", "space": {"lr": {"uniform": [0.0, 1.0]}},
+                                    "num_samples": 10**9}},
+            {**toy_spec, "search": {"algorithm": "grid", "space": {"lr": [0.01 * i for i in range(1, 1001)],
+                                                                    "steps": list(range(1, 1001))}}}]
+    for raw in huge:  # 1e9 samples reached 17 GB in 30 s before
+        with pytest.raises(SpecError, match=f"more than the {MAX_TRIALS:,} a sweep may hold"):
+            parse(raw)
+    assert time.perf_counter() - t0 < 10  # generous: no point was built (a correctness bound, not a benchmark)
+    spec = parse({**toy_spec, "search": {"algorithm": "grid", "space": {"lr": [0.01, 0.05]}, "num_samples": 3}})
+    from sweeplab.plan import Plan, planned_trials
+    assert planned_trials(spec) == Plan.of(spec).samples == 6
+    with pytest.raises(SpecError, match="name: 300 bytes, longer than the 200"):
+        parse({**toy_spec, "name": "x" * 300})

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from . import layout as L
-from . import results
+from . import sql, store
 from .spec import Spec, SpecError, planned_configs
 from .storage import Location, StorageError, location
 
@@ -133,15 +133,17 @@ def open_sources(resolved: dict[str, str] | None) -> dict[str, Source]:
     return {name: open_source(uri) for name, uri in (resolved or {}).items()}
 
 
-def _pick(name: str, ref: dict) -> str:
-    """A ``{sweep, where, order_by}`` reference (its keys checked by the parser) -> ``<sweep>/<trial_id>``
-    (ValueError saying why not)."""
+def _pick(name: str, ref: dict, task: str) -> str:
+    """A ``{sweep, where, order_by}`` reference (its keys checked by the parser) to a sweep of ``task`` ->
+    ``<sweep>/<trial_id>`` (ValueError saying why not)."""
     sweep = location(str(ref["sweep"]))
+    if (info := store.read_sweep_info(sweep)) is not None and info.get("task") != task:  # its columns are another's
+        raise ValueError(f"from_trials.{name}: {sweep} is a sweep of task {info.get('task')!r}, not {task!r}")
     try:
-        found = results.pick_trials(sweep, ref.get("where"), ref.get("order_by"), 2)
+        found = sql.pick_trials(sweep, ref.get("where"), ref.get("order_by"), 2)
     except FileNotFoundError as exc:
         raise ValueError(f"from_trials.{name}: {exc}") from None
-    except results.QueryError as exc:
+    except sql.QueryError as exc:
         raise ValueError(f"from_trials.{name}: on {sweep}'s trials table, {exc}") from None
     if not found:
         raise ValueError(f"from_trials.{name}: no completed trial of {sweep} matches {ref.get('where') or 'any'}")
@@ -164,7 +166,7 @@ def resolve_sources(spec: Spec) -> Spec:
     values_of_trials = planned_configs(spec)
     for name, ref in spec.sources.items():
         try:
-            uri = _pick(name, ref) if isinstance(ref, dict) else str(ref)
+            uri = _pick(name, ref, needs[name].task or spec.task.name) if isinstance(ref, dict) else str(ref)
             src = open_source(uri)
         except (ValueError, FileNotFoundError, StorageError) as exc:
             problems.append(exc.args[0] if isinstance(exc, ValueError) else f"from_trials.{name}: {exc}")

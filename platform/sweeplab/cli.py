@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import config as C
 from . import layout as L
-from . import progress, render, results, service, store
+from . import progress, render, results, service, sql, store
 from .cost import model_cost
 from .local import LocalBackend
 from .lock import DriverLock, LockHeld, driver_alive
@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("interrupted: finish the sweep with `sweeplab resume SPEC`", file=sys.stderr)
+        if args.command in ("run", "resume"):  # the sweep's own spec, runner and --set items
+            command = service.resume_command(args.spec, args.local, _flat(args.overrides))
+            print(f"interrupted: finish the sweep with `{command}`", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
@@ -184,12 +188,12 @@ def _cmd_status(args) -> int:
 
 def _cmd_results(args) -> int:
     try:
-        frame = results.query(_sweep(args.target), args.sql, note=lambda msg: print(msg, file=sys.stderr))
+        frame = sql.query(_sweep(args.target), args.sql, note=lambda msg: print(msg, file=sys.stderr))
     except SpecError as exc:
         return _error(f"invalid sweep spec {exc}", 2)
     except (FileNotFoundError, StorageError) as exc:
         return _error(str(exc), 1)
-    except results.QueryError as exc:
+    except sql.QueryError as exc:
         return _error(str(exc), 2)
     if args.csv:
         frame.to_csv(sys.stdout, index=False)
@@ -223,6 +227,9 @@ def _cmd_plot(args) -> int:
         return _error(str(exc), 1)
     if trials.empty:
         return _error("the trials table is empty", 1)
+    if not (trials["status"] == "completed").any():
+        return _error(f"nothing to plot: none of the {len(trials)} trial(s) of {sweep} completed "
+                      "(`sweeplab status` says why they failed)", 1)
     try:
         task = get_task(str(trials["task"].iloc[0]))
     except KeyError as exc:  # unknown here, or its package is broken
@@ -237,7 +244,11 @@ def _cmd_plot(args) -> int:
                 target = location(out).parent / (Path(out).stem + made.name[len("plot"):])
                 target.write_bytes(made.read_bytes())
     else:
-        task.draw(trials, evaluations, Path(out), sweep)
+        try:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            task.draw(trials, evaluations, Path(out), sweep)
+        except OSError as exc:  # an unwritable --out
+            return _error(f"cannot write the plot to {out}: {exc.strerror or exc}", 2)
     print(f"wrote {out}")
     return 0
 
@@ -250,12 +261,14 @@ def _cmd_describe(args) -> int:
         return 2
     raw: dict = {}
     problems = apply_overrides(raw, _flat(args.overrides), task)
-    try:
-        if problems:
-            raise ValueError("\n".join(problems))
+    problems += [f"--set {key}: a spec key; describe takes the task's config values only" for key in raw
+                 if key != "config"]
+    try:  # every problem at once: those of the --set items, then the config's own
         cfg = C.build(task.config, raw.get("config", {}))
     except ValueError as exc:
-        print(f"error: invalid --set for task {task.name!r}:\n  " + str(exc).replace("\n", "\n  "), file=sys.stderr)
+        problems += str(exc).split("\n")
+    if problems:
+        print(f"error: invalid --set for task {task.name!r}:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
     cost = model_cost(task, cfg)
     if args.json:

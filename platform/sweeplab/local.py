@@ -11,14 +11,14 @@ import shutil
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import artifacts, progress, store
 from .budget import Budget
 from . import layout as L
-from .context import LocalContext
+from .context import LocalContext, default_device
 from .plan import Plan, split_params, trial_index
-from .schema import TrialState
+from .schema import TrialState, error_column
 from .search import optuna_sampler, suggest
 from .spec import Spec
 from .trial import full_config, run_trial
@@ -66,8 +66,11 @@ class LocalBackend:
     """:class:`sweeplab.service.Backend` running every trial in this process."""
     name = "local"
 
-    def start(self) -> None:
-        pass
+    def start(self, spec: Spec, say: Callable[[str], None]) -> None:
+        """Nothing to start; says what of the spec's ``resources`` one process does not use."""
+        if spec.workers > 1 or spec.gpus:
+            say(f"note: --local runs each trial in this process, as one worker on {default_device()} "
+                f"(resources: workers {spec.workers}, gpus {spec.gpus:g} apply on Ray only)")
 
     def run(self, spec: Spec, plan: Plan, code_version: str, resume: bool, extensions: list[dict]) -> dict[str, int]:
         return run_local(spec, code_version, plan)
@@ -122,8 +125,8 @@ def run_local(spec: Spec, code_version: str, plan: Plan | None = None) -> dict[s
                 interrupted = True
                 break
             except Exception:  # noqa: BLE001 - a failing trial must not stop the sweep
-                error = traceback.format_exc()
-                print(f"[{trial_id}] attempt {attempt + 1}/{spec.retries + 1} failed:\n{error}", flush=True)
+                error = error_column(traceback.format_exc())  # its cause first: the line printed, then the log
+                print(f"[{trial_id}] attempt {attempt + 1}/{spec.retries + 1} failed: {error}", flush=True)
         if interrupted:
             record.flush()
             print(f"[{trial_id}] stopped on request at its last checkpoint", flush=True)

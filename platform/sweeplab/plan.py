@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -54,21 +55,36 @@ def trial_index(params: dict[str, Any]) -> int | None:
 # below the parser that uses it.
 
 
-def grid_points(spec: "Spec") -> list[dict[str, Any]]:
+def grid_points(spec: "Spec", repeats: int | None = None) -> list[dict[str, Any]]:
     """Every trial of a grid sweep, in a fixed order: the product of the listed values, then the ``include``
     points; all repeated ``num_samples`` times. An empty space is one trial of the fixed config, or none when
     there are ``include`` points (a sweep of listed trials only, e.g. the rows of an ablation table). Config values
-    only (:meth:`Plan.seeded` adds the seeds)."""
+    only (:meth:`Plan.seeded` adds the seeds). ``repeats`` replaces ``num_samples``."""
     keys = list(spec.space)
     combos = ([dict(zip(keys, vals)) for vals in itertools.product(*(spec.space[k] for k in keys))]
               if keys or not spec.include else [])
     points = combos + [dict(p) for p in spec.include]
-    return [{**spec.config, **p} for _ in range(spec.num_samples) for p in points]
+    return [{**spec.config, **p} for _ in range(spec.num_samples if repeats is None else repeats) for p in points]
+
+
+MAX_TRIALS = 100_000  # the most trials a sweep may plan (its plan is kept in sweep.json; the README says so)
 
 
 def planned_trials(spec: "Spec") -> int:
-    """How many trials the sweep runs: every grid point, or ``num_samples`` draws of a sampler."""
-    return len(grid_points(spec)) if spec.algorithm == "grid" else spec.num_samples
+    """How many trials the sweep runs: every grid point, or ``num_samples`` draws of a sampler, counted without
+    building a point (a space of a billion is refused in no time and no memory)."""
+    if spec.algorithm != "grid":
+        return spec.num_samples
+    combos = math.prod(len(spec.space[k]) for k in spec.space) if spec.space or not spec.include else 0
+    return (combos + len(spec.include)) * spec.num_samples
+
+
+def plan_problem(spec: "Spec") -> str | None:
+    """Why the sweep plans too many trials (:data:`MAX_TRIALS`), or None."""
+    if (planned := planned_trials(spec)) > MAX_TRIALS:
+        return (f"search: {planned:,} trials planned, more than the {MAX_TRIALS:,} a sweep may hold (narrow the space "
+                "or split it over several sweeps)")
+    return None
 
 
 def _extremes(dist: Distribution) -> tuple:
@@ -86,7 +102,7 @@ def trial_points(spec: "Spec") -> list[dict[str, Any]]:
     """The distinct config values a spec's trials can have, for checks before anything starts: each grid point;
     for a sampler, the fixed config with one dimension at a time set to each of its choices or range bounds."""
     if spec.algorithm == "grid":
-        points = grid_points(spec)
+        points = grid_points(spec, repeats=1)  # repeats add no distinct point
     else:
         points = [{**spec.config, k: v} for k, d in spec.space.items() for v in _extremes(d)] or [spec.config]
     return list({tuple(sorted(p.items())): p for p in points}.values())

@@ -3,6 +3,7 @@ with a clear message when it cannot be reached or refuses the connection. Ray is
 that starts it (deferred: a heavy import ``--local`` sweeps never need)."""
 from __future__ import annotations
 
+import math
 import os
 import socket
 
@@ -42,10 +43,39 @@ def init_ray(address: str | None) -> str | None:
             # asks its state API whether a trial's Train controller still lives. Without it, a trial ASHA stops
             # keeps its resources and the sweep waits forever for them.
             ray.init(include_dashboard=True, log_to_driver=True)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        return f"cannot connect to the Ray cluster at {address!r}: {exc}"
+    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not address:
+            return f"cannot start an embedded Ray on this machine: {first} (Ray's logs: /tmp/ray/session_latest/logs)"
+        return f"cannot connect to the Ray cluster at {address!r}: {first}"
     except Exception as exc:  # noqa: BLE001 - ray.exceptions.AuthenticationError: a missing or wrong token
         if "Authentication" not in type(exc).__name__:
             raise
         return f"the Ray cluster at {address!r} refused the connection: {exc}\n{TOKEN_HELP}"
     return None
+
+
+AUTOSCALER_ENV = "SWEEPLAB_AUTOSCALER"  # set (to 1) when the cluster grows on demand: a request too big now may fit
+
+
+def unplaceable(nodes: list[dict[str, float]], cpus: float, gpus: float, workers: int) -> str | None:
+    """Why ``workers`` bundles of ``cpus`` CPUs and ``gpus`` GPUs (one trial) cannot all be placed at once on
+    nodes offering these resources (Ray's ``Resources`` of each alive node), or None when they can. A bundle sits
+    on one node; a trial's bundles may spread over several."""
+    def holds(node: dict[str, float]) -> int:
+        counts = [math.floor(node.get(key, 0.0) / need + 1e-9) for key, need in (("CPU", cpus), ("GPU", gpus))
+                  if need > 0]
+        return min(counts) if counts else workers
+    if sum(holds(node) for node in nodes) >= workers:
+        return None
+    cpu, gpu = (sum(node.get(key, 0.0) for node in nodes) for key in ("CPU", "GPU"))
+    most = max((node.get("GPU", 0.0) if gpus else node.get("CPU", 0.0) for node in nodes), default=0.0)
+    return (f"a trial asks for {workers} worker(s) of {cpus:g} CPU(s) and {gpus:g} GPU(s) each (resources), and "
+            f"the cluster's {len(nodes)} node(s) offer {cpu:g} CPU(s) and {gpu:g} GPU(s) in all (at most {most:g} "
+            f"{'GPU' if gpus else 'CPU'}(s) on one node): no trial could ever start")
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """The resources of each alive node of the Ray this process is connected to."""
+    import ray
+    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]

@@ -16,7 +16,7 @@ from typing import Any
 from . import layout as L
 from . import progress, store
 from .plan import Plan
-from .schema import TrialState
+from .schema import TrialState, error_cause
 from .budget import Budget
 from .search import close_gate, tune_grid, tune_trial_params, tune_trial_point
 from .spec import Spec
@@ -123,6 +123,8 @@ def results_callback(spec: Spec, plan: Plan):
             row = store.record_trial(self.sweep_dir, self.task, sweep_name=self.sweep, trial_id=trial.trial_id,
                                      status=status, values=self._values(trial), seed=self._seed(trial), error=error,
                                      last_metrics=last, started_from=self.from_trials, point=self._point(trial))
+            if row["status"] == TrialState.FAILED:  # its end line: the cause, among Ray's log lines
+                print(f"[{trial.trial_id}] failed: {error_cause(row['error'])}", flush=True)
             if self.budget is not None:
                 self.budget.end(trial.trial_id, row)
             if row["status"] == TrialState.COMPLETED and not self.keep_after_completion:

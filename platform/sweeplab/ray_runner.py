@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from typing import Callable
 
 from . import progress, ray_light, ray_train, store
 from . import layout as L
 from .plan import Plan
-from .ray_cluster import init_ray
+from .ray_cluster import AUTOSCALER_ENV, cluster_nodes, init_ray, unplaceable
 from .ray_records import results_callback
 from .search import open_gate, tune_search, warm_study
 from .service import SweepError
@@ -149,9 +150,21 @@ class RayBackend:
     def __init__(self, address: str | None = None):
         self.address = address
 
-    def start(self) -> None:
+    def start(self, spec: Spec, say: Callable[[str], None]) -> None:
+        """Reach Ray, then check that one trial's resources fit the cluster's nodes: a request that can never be
+        met would wait forever (Tune keeps the trial pending). A cluster that grows on demand
+        (``SWEEPLAB_AUTOSCALER=1``) is only warned about."""
         if (problem := init_ray(self.address)) is not None:
             raise SweepError(problem)
+        if (problem := unplaceable(cluster_nodes(), spec.cpus, spec.gpus, spec.workers)) is None:
+            return
+        if self.address and os.environ.get(AUTOSCALER_ENV):
+            say(f"warning: {problem.removesuffix(': no trial could ever start')}; waiting for the autoscaler "
+                f"({AUTOSCALER_ENV} is set)")
+            return
+        where = "this machine" if not self.address else f"the cluster at {self.address}"
+        raise SweepError(f"{problem} on {where}; change `resources`"
+                         + (f" (or set {AUTOSCALER_ENV}=1 when it autoscales)" if self.address else ""), code=2)
 
     def run(self, spec: Spec, plan: Plan, code_version: str, resume: bool, extensions: list[dict]) -> dict[str, int]:
         return run_ray(spec, code_version, plan, extensions)

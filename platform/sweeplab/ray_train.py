@@ -151,7 +151,7 @@ def make_train_trainable(spec: Spec, plan: Plan, code_version: str):
     """The Tune trainable of a multi-worker trial (with its resource request)."""
     from ray import tune
     common, grid = payload(spec, code_version), tune_grid(spec, plan)
-    workers, cpus, gpus, keep = spec.workers, spec.cpus, spec.gpus, spec.checkpoints["keep"]
+    workers, cpus, gpus, keep, retries = spec.workers, spec.cpus, spec.gpus, spec.checkpoints["keep"], spec.retries
 
     def _driver(params: dict[str, Any]) -> None:
         import ray.train
@@ -171,6 +171,11 @@ def make_train_trainable(spec: Spec, plan: Plan, code_version: str):
                                                    resources_per_worker=resources),
             run_config=ray.train.RunConfig(name=trial_id, **ray_storage(L.train_runs(location(common["sweep_dir"]))),
                                            callbacks=[TuneReportCallback()],
+                                           # a worker error ends the Train run (Tune retries the trial, `retries`
+                                           # times, from its checkpoint); so does a worker group that cannot be
+                                           # started more than `retries` times (Train's default: forever)
+                                           failure_config=ray.train.FailureConfig(
+                                               max_failures=0, controller_failure_limit=retries),
                                            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep)),
         )
         trainer.fit()

@@ -7,12 +7,12 @@ from typing import Any
 import pandas as pd
 
 from . import config as C
-from .schema import CORE_METRICS
+from .schema import CORE_METRICS, error_cause
 
 
 def status(st: dict[str, Any]) -> str:
     """``sweeplab status``: the counts, GPU-hours (spent, projected, budget) and why the budget stopped the sweep,
-    the best trial per metric, one line per trial."""
+    the best trial per metric, one line per trial, then each failed trial's cause."""
     lines = []
     c = st["counts"]
     interrupted = f", {c['interrupted']} interrupted (no live driver: `sweeplab resume` continues them)" \
@@ -45,6 +45,8 @@ def status(st: dict[str, Any]) -> str:
         widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(len(head) - 1)]
         for r in (head, *rows):
             lines.append("  ".join(str(r[i]).ljust(widths[i]) for i in range(len(widths))) + "  " + str(r[-1]))
+    lines += [f"{t['trial_id']} failed: {error_cause(t['error'])}" for t in st["trials"]
+              if t["status"] == "failed" and t.get("error")]
     return "\n".join(lines)
 
 
@@ -54,8 +56,12 @@ def trials_table(trials: pd.DataFrame, task) -> str:
         return ""
     cfg_cols = [c for c in C.fields(task.config) if c in trials.columns and trials[c].nunique(dropna=False) > 1]
     metric_cols = [c for c in dict.fromkeys((*task.summary, *CORE_METRICS)) if c in trials.columns]
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
-        return trials[["trial_id", "status", *cfg_cols, *metric_cols]].to_string(index=False)
+    table = trials[["trial_id", "status", *cfg_cols, *metric_cols]]
+    if "error" in trials.columns and trials["error"].notna().any():  # each failed trial's cause, last
+        table = table.assign(error=[error_cause(e) if isinstance(e, str) else "" for e in trials["error"]])
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format,
+                           "display.max_colwidth", 100):
+        return table.to_string(index=False)
 
 
 def fields(task, cfg) -> str:

@@ -16,8 +16,9 @@ Who writes which part, and when, is :mod:`sweeplab.store`'s; column types come f
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -27,7 +28,7 @@ import pyarrow.parquet as pq
 
 from . import layout as L
 from . import schema as S
-from .storage import Location, location
+from .storage import Location, StorageError, location
 
 TABLES = L.TABLES
 
@@ -72,9 +73,41 @@ def _conform(tbl: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
+class CorruptFile(StorageError):
+    """A table file that is not readable Parquet; the message names it. Nothing is deleted or rewritten (a
+    compaction that meets one merges nothing)."""
+
+
+def named_corruption(target, exc: Exception) -> Exception:
+    """The :class:`CorruptFile` among the sweep's table files, after reading them failed with ``exc``; else
+    ``exc``. Only a failed read pays for opening every file."""
+    sweep = sweep_location(target)
+    for f in (f for name in TABLES for f in L.table_dir(sweep, name).files(".parquet")):
+        try:
+            pq.read_schema(f.path, filesystem=f.fs)
+        except (pa.ArrowInvalid, OSError) as bad:  # pyarrow's message, less the path it starts with
+            return CorruptFile(f"{f} is not a readable Parquet file: {str(bad).split(chr(39) + ': ')[-1]} Move it "
+                               f"out of {f.parent} to use the rest of the table (nothing was changed).")
+    return exc
+
+
+def _naming_corrupt_files(fn):
+    """``fn(target, ...)``, a reader of the sweep's tables, raising :class:`CorruptFile` for a corrupt one."""
+    @functools.wraps(fn)
+    def reader(target, *args, **kwargs):
+        try:
+            return fn(target, *args, **kwargs)
+        except (pa.ArrowInvalid, OSError) as exc:
+            if isinstance(exc, (StorageError, FileNotFoundError)):
+                raise
+            raise named_corruption(target, exc) from None
+    return reader
+
+
 ROW_GROUP = 65536  # rows per row group of a compacted file: few row groups, so queries over it are fast
 
 
+@_naming_corrupt_files
 def compact(sweep: str | Path | Location, task=None) -> dict[str, int]:
     """Merge each table's parts into a new compacted file, then delete what was merged; returns the row counts.
     Only one process may compact a sweep at a time: the sweep's driver at its end, or ``sweeplab compact`` under
@@ -170,6 +203,7 @@ def table_dataset(target, name: str):
     return mk([compacted] if compacted else []), mk(parts)
 
 
+@_naming_corrupt_files
 def read_arrow(target, name: str, trial_ids: list[str] | None = None,
                columns: list[str] | None = None) -> pa.Table:
     """One whole table as Arrow: the compacted rows whose trial has no newer part, then the parts. ``trial_ids``
@@ -193,10 +227,10 @@ def read_arrow(target, name: str, trial_ids: list[str] | None = None,
     return pa.concat_tables(pieces, promote_options="permissive")
 
 
+@_naming_corrupt_files
 def read_trial(target, trial_id: str) -> dict[str, Any] | None:
-    """One trial's row of ``trials`` (None without one), as :func:`read_arrow` gives it, at the cost of one or two
-    files at any sweep size: the trial's part when it has one (a part is newer than any compacted row), else the
-    newest compacted file (or an earlier layout's single table), filtered."""
+    """One trial's row of ``trials`` (None without one), as :func:`read_arrow` gives it, from one or two files at
+    any sweep size: its part if any (newer than any compacted row), else the newest compacted file, filtered."""
     sweep = sweep_location(target)
     try:
         rows = read_table(L.part(sweep, "trials", trial_id)).to_pylist()
@@ -212,85 +246,3 @@ def read_trial(target, trial_id: str) -> dict[str, Any] | None:
 
 def read(target) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tuple(read_arrow(target, t).to_pandas() for t in TABLES)  # type: ignore[return-value]
-
-
-# What a results connection may not do once its tables are registered (DuckDB settings, the last one locking them):
-# no file or network access (read_csv, COPY ... TO, ATTACH, INSTALL), no extension loaded or installed.
-SEALED = (("enable_external_access", "false"), ("autoinstall_known_extensions", "false"),
-          ("autoload_known_extensions", "false"), ("allow_community_extensions", "false"),
-          ("lock_configuration", "true"))
-
-
-class QueryError(ValueError):
-    """A results query that is not exactly one SELECT, or that DuckDB refused or failed (the message says why)."""
-
-
-def connect(target, note: Callable[[str], None] | None = None):
-    """A DuckDB connection over the sweep's two tables (views ``trials`` and ``evaluations``), sealed
-    (:data:`SEALED`): it reads those tables and nothing else. The files are read through pyarrow datasets registered
-    with DuckDB, so the same query runs on a local folder and on S3 without any DuckDB extension; DuckDB pushes
-    column selections and filters down into the scan. SQL names are case-insensitive: of two columns that differ
-    only in case (segmentation's ``K`` superpixels and ``k`` clusters), DuckDB renames the later one (``k_1``);
-    ``note`` is told each such name."""
-    import duckdb  # deferred: a heavy import only queries need
-    con = duckdb.connect()
-    renamed: dict[str, str] = {}
-    for name in TABLES:
-        compacted, parts = table_dataset(target, name)
-        selects = []
-        if parts is not None:
-            con.register(f"_{name}_parts", parts)
-            selects.append(f"SELECT * FROM _{name}_parts")
-        if compacted is not None:
-            con.register(f"_{name}_compacted", compacted)
-            where = f" WHERE trial_id NOT IN (SELECT trial_id FROM _{name}_parts)" if parts is not None else ""
-            selects.append(f"SELECT * FROM _{name}_compacted{where}")
-        for dataset, view in ((parts, f"_{name}_parts"), (compacted, f"_{name}_compacted")):
-            if dataset is not None:
-                sql_names = [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
-                renamed.update({f"{name}.{a}": b for a, b in zip(dataset.schema.names, sql_names) if a != b})
-        body = " UNION ALL BY NAME ".join(selects) or "SELECT NULL::VARCHAR AS trial_id WHERE false"
-        con.execute(f"CREATE VIEW {name} AS {body}")
-    for key, value in SEALED:
-        con.execute(f"SET {key} = {value}")
-    for column, sql_name in sorted(renamed.items()) if note is not None else ():
-        note(f"note: column {column} is {sql_name} in SQL (SQL names are case-insensitive and another column "
-             "differs from it only in case)")
-    return con
-
-
-def _run(what: str, fn):
-    """``fn()``, with DuckDB's errors (parser, binder, permission) as a :class:`QueryError` led by ``what``."""
-    import duckdb
-    try:
-        return fn()
-    except duckdb.Error as exc:
-        raise QueryError(f"{what}: {exc}") from None
-
-
-def query(target, sql: str | None = None, note: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Run one SELECT statement over the two tables (:func:`connect`); anything else is a :class:`QueryError`
-    (several statements, COPY, ATTACH, INSTALL, PIVOT, EXPLAIN, ...), checked before any table is opened."""
-    import duckdb
-    sql = sql or "SELECT * FROM trials"
-    kinds = [s.type.name for s in _run("the query does not parse", lambda: duckdb.extract_statements(sql))]
-    if kinds != ["SELECT"]:
-        raise QueryError("a results query is exactly one SELECT statement (it reads the trials and evaluations "
-                         f"tables and nothing else); this one holds {', '.join(kinds) or 'none'}")
-    con = connect(target, note)
-    return _run("the query failed", lambda: con.execute(sql).df())
-
-
-def pick_trials(target, where: str | None, order_by: str | None, limit: int) -> list[str]:
-    """The ids of at most ``limit`` completed trials for which the SQL expression ``where`` holds, in the order of
-    ``order_by`` (ORDER BY terms). Each is parsed on its own as an expression over ``trials`` (never pasted into a
-    statement) and runs on a sealed connection (:func:`connect`); a :class:`QueryError` says why one does not."""
-    import duckdb
-    rel = connect(target).table("trials").filter("status = 'completed'")
-    if where:
-        rel = _run(f"`where` is not an expression over the trials table ({where!r})",
-                   lambda: rel.filter(duckdb.SQLExpression(where)))
-    if order_by:
-        rel = _run(f"`order_by` is not a list of ORDER BY terms over the trials table ({order_by!r})",
-                   lambda: rel.order(order_by))
-    return [row[0] for row in _run("the selection failed", lambda: rel.project("trial_id").limit(limit).fetchall())]

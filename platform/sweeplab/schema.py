@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 import typing
 from typing import Any
 
@@ -28,7 +29,8 @@ TRIAL_COLUMNS: tuple[tuple[str, type, str], ...] = (
     ("task", str, "task name"),
     ("trial_id", str, "Tune trial id (`local_NNNNN` with `--local`)"),
     ("status", str, "`completed`, `failed` (after its retries) or `stopped` (early, by the scheduler)"),
-    ("error", str, "the last error's traceback, for failed trials"),
+    ("error", str, "failed trials: the cause on the first line (the exception and its message), then the last "
+                   "attempt's traceback, plain text"),
     ("params", int, "number of parameters of the model the trial trains (its inference path)"),
     ("gmacs", float, "multiply-accumulates of one forward pass on the reference input, in 1e9"),
     ("gmacs_convention", str, "how `gmacs` was counted (torch `FlopCounterMode` FLOPs / 2; conv, linear, matmul)"),
@@ -81,6 +83,28 @@ class TrialState(str, enum.Enum):
     def finished(cls) -> tuple["TrialState", ...]:
         """The states a trial ends in (what the ``status`` column holds)."""
         return cls.COMPLETED, cls.FAILED, cls.STOPPED
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colours (Ray's error files carry them)
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure|Failed)\w*(\(\w+\))?(: .*)?$")
+
+
+def error_cause(text: str | None) -> str:
+    """The one-line cause of a failure from its text (an ``error`` column, a traceback, Ray's error file): the last
+    line naming an exception and its message (the one raised last: the cause, under Ray's wrappers)."""
+    lines = [line.rstrip() for line in _ANSI.sub("", text or "").splitlines() if line.strip()]
+    raised = [line for line in lines if _RAISED.match(line) and not line.startswith("ray.exceptions.")]
+    return (raised or lines or ["unknown error"])[-1][:500]
+
+
+def error_column(text: str | None) -> str | None:
+    """A failed trial's ``error``: :func:`error_cause` on the first line, then the full text without terminal
+    colours (None stays None; a value already in this form is kept)."""
+    if not text:
+        return text
+    plain = _ANSI.sub("", text).strip()
+    cause = error_cause(plain)
+    return plain if plain.split("\n", 1)[0] == cause else f"{cause}\n\n{plain}"
 
 
 def arrow_type(tp: Any) -> pa.DataType:

@@ -19,11 +19,15 @@ or :class:`sweeplab.ray_runner.RayBackend` (Ray Tune, embedded or on a cluster).
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from . import budget, progress, store
+from . import layout as L
 from .artifacts import resolve_sources
 from .lock import DriverLock
 from .plan import Plan
@@ -46,8 +50,9 @@ class Backend(Protocol):
     runner's own, so a sweep is resumed by the runner that started it."""
     name: str
 
-    def start(self) -> None:
-        """Get ready to run (connect to or start a cluster); :class:`SweepError` when it cannot."""
+    def start(self, spec: Spec, say: Callable[[str], None]) -> None:
+        """Get ready to run the spec's trials (connect to or start a cluster, check that a trial's resources can be
+        met); :class:`SweepError` when it cannot, ``say`` for a warning."""
 
     def run(self, spec: Spec, plan: Plan, code_version: str, resume: bool, extensions: list[dict]) -> dict[str, int]:
         """Run (or continue) every trial of ``plan`` that has not completed (trial ``i`` with the seed
@@ -86,21 +91,48 @@ def prepare(path: str | Path, overrides: list[str] = ()) -> Spec:
     return spec
 
 
+def _storage_problem(sweep: Location) -> str | None:
+    """Why the sweep's folder cannot hold a sweep (bad input: exit 2): inside another sweep's folder, or (local
+    storage) under a file or where this user cannot create it."""
+    folder = sweep
+    while (folder := folder.parent).path not in ("", "/"):  # every folder above it (up to the root or bucket)
+        if L.sweep_info(folder).exists():
+            return f"storage: {sweep} is inside the sweep {folder}; give each sweep a folder of its own"
+    if sweep.is_s3:
+        return None  # a missing bucket or dead endpoint is refused by storage_problem in the spec's step
+    path = Path(sweep.path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        return f"storage: {existing} is a file, not a folder (from the sweep folder {sweep})"
+    try:  # a folder made and removed where the sweep's would be made (root passes every permission check)
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".sweeplab-probe-"))
+    except OSError as exc:
+        return f"storage: cannot create the sweep folder {sweep} under {existing}: {exc.strerror or exc}"
+    return None
+
+
+def resume_command(source: str, local: bool, overrides: Sequence[str] = ()) -> str:
+    """The command that continues a sweep: its spec, the runner's flag and the --set items it was started with
+    (``name`` or ``storage`` among them choose its folder)."""
+    sets = f" --set {' '.join(map(shlex.quote, overrides))}" if overrides else ""
+    return f"sweeplab resume {shlex.quote(source)}{' --local' if local else ''}{sets}"
+
+
 def start_problem(spec: Spec, backend: Backend, resume: bool) -> str | None:
     """Why this sweep folder cannot be run (``run`` on a started sweep) or resumed (nothing to resume, or it was
     started by the other runner)."""
     sweep = spec.sweep_dir
     runner = store.sweep_runner(sweep)
-    hint = spec.source if spec.source != "<spec>" else "SPEC"
+    source = spec.source if spec.source != "<spec>" else "SPEC"
+    hint = resume_command(source, runner == "local", spec.overrides)
     if resume and runner is None:
         return f"nothing to resume in {sweep} (start the sweep with `sweeplab run`)"
     if resume and runner != backend.name:  # trial ids are the runner's own: the other one would rerun every trial
         if runner == "local":
-            return f"{sweep} was run with --local, whose trial ids it holds: resume it with --local " \
-                   f"(`sweeplab resume {hint} --local`)"
-        return f"{sweep} was run on Ray, whose trial ids it holds: resume it without --local (`sweeplab resume {hint}`)"
+            return f"{sweep} was run with --local, whose trial ids it holds: resume it with --local (`{hint}`)"
+        return f"{sweep} was run on Ray, whose trial ids it holds: resume it without --local (`{hint}`)"
     if not resume and runner is not None:
-        return (f"{sweep} already holds this sweep: continue it with `sweeplab resume {hint}` or choose another "
+        return (f"{sweep} already holds this sweep: continue it with `{hint}` or choose another "
                 "name (--set name=...) or storage")
     return None
 
@@ -156,6 +188,8 @@ def run_sweep(spec: Spec, backend: Backend, *, resume: bool = False, extend: boo
     stops it before any trial runs; :class:`sweeplab.lock.LockHeld` when another driver holds the sweep."""
     if extend and not resume:
         raise SweepError("--extend grows a sweep that exists: use it with `sweeplab resume`", code=2)
+    if (problem := _storage_problem(spec.sweep_dir)) is not None:
+        raise SweepError(problem, code=2)
     if (problem := start_problem(spec, backend, resume)) is not None:  # at once, before any wait for the lock
         raise SweepError(problem)
     plan_of(spec, store.read_sweep_info(spec.sweep_dir), resume, extend)  # a refused edit: before the lock
@@ -174,16 +208,17 @@ def run_sweep(spec: Spec, backend: Backend, *, resume: bool = False, extend: boo
         say(f"sweep {spec.name}: task {spec.task.name}, search {spec.algorithm}, results in {spec.sweep_dir}")
         if extend:
             say(f"extension: {plan.samples - info['planned_trials']} new trial(s), {plan.samples} planned in all")
-        backend.start()
+        backend.start(spec, say)
         store.write_sweep_info(spec, plan, stored_fingerprint(spec), backend.name, extensions)
         counts = backend.run(spec, plan, store.code_version(), resume, extensions)
         if stop.file.exists():
             stop.clear()
             say(f"stopped on request (sweeplab stop): the running trials keep their last checkpoint; "
-                f"`sweeplab resume {spec.source}{' --local' if backend.name == 'local' else ''}` continues")
+                f"`{resume_command(spec.source, backend.name == 'local', spec.overrides)}` continues")
         if (why := store.budget_stop(spec.sweep_dir)) is not None:
             say(f"stopped: {why}")
         return Outcome(counts)
 
 
-__all__ = ["Backend", "Outcome", "SpecError", "SweepError", "prepare", "run_sweep", "start_problem", "sweep_of"]
+__all__ = ["Backend", "Outcome", "SpecError", "SweepError", "prepare", "resume_command", "run_sweep", "start_problem",
+           "sweep_of"]

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from . import config as C
-from .plan import check_points, trial_points
+from .plan import check_points, plan_problem, trial_points
 from .specfile import SpecFileError, read_chain
 from .sections import as_list, check_scheduler, check_space, check_values, mapping, metric_names, number
 from .storage import Location, location, storage_problem
@@ -25,6 +25,7 @@ ALGORITHMS = ("grid", "random", "tpe", "nsga2")
 TOP_KEYS = {"name", "task", "description", "config", "search", "metric", "mode", "scheduler", "resources",
             "max_concurrent", "retries", "seed", "storage", "from_trials", "checkpoints", "dtype", "budget"}
 SEARCH_KEYS = {"algorithm", "space", "include", "num_samples"}
+MAX_NAME = 200  # bytes of a sweep name: a folder name (most filesystems allow 255) with room for suffixes
 SCHEDULER_KEYS = {"type", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpus", "gpus", "workers"}
 CHECKPOINT_KEYS = {"keep", "keep_after_completion"}
@@ -64,6 +65,7 @@ class Spec:
     source: str = "<spec>"
     document: dict[str, Any] = dataclasses.field(default_factory=dict)  # the mapping parsed, before --set
     files: tuple[str, ...] = ()            # the spec file, then the files it extends (load)
+    overrides: tuple[str, ...] = ()        # the --set items it was read with (a resume hint repeats them)
     storage_text: str = "results"          # ``storage`` as written (after --set), before it was made absolute
     sources: dict[str, Any] = dataclasses.field(default_factory=dict)  # from_trials as written: name -> reference
     from_trials: dict[str, str] = dataclasses.field(default_factory=dict)  # resolved: name -> <sweep>/<trial_id>
@@ -107,6 +109,10 @@ def apply_overrides(raw: dict, overrides: list[str], task: Task | None) -> list[
             problems.append(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(exc)})")
             continue
         parts = key.split(".")
+        if parts[0] == "task":  # the spec was read as its task's (its config names, its defaults)
+            problems.append(f"--set {key}: a spec's task cannot be overridden; write a spec for the other task "
+                            "(`extends:` this one keeps the rest)")
+            continue
         if len(parts) == 1 and parts[0] not in TOP_KEYS:
             if task is not None and parts[0] not in names:
                 problems.append(f"--set {key}: not a spec key nor a config name of task {task.name!r}")
@@ -228,17 +234,21 @@ def parse(raw: dict, overrides: list[str] = (), source: str = "<spec>") -> Spec:
     name = str(raw.get("name") or "")
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         problems.append(f"name: {name!r} must be a non-empty folder name without slashes or spaces")
+    elif len(name.encode()) > MAX_NAME:
+        problems.append(f"name: {len(name.encode())} bytes, longer than the {MAX_NAME} a sweep folder's name may be")
     spec = Spec(name=name, task=task, config=fixed, algorithm=algorithm, space=space, include=include,
                 num_samples=num_samples, metrics=metrics, modes=modes, scheduler=scheduler, cpus=cpus, gpus=gpus,
                 workers=workers, max_concurrent=max_conc, retries=retries, checkpoints=checkpoints, seed=seed,
                 storage=storage.rstrip("/"), source=source, document=document, storage_text=storage_text,
-                dtype=dtype, budget=budget)
+                dtype=dtype, budget=budget, overrides=tuple(overrides))
     if task is not None:  # the config's cross-field checks, on every trial the search can produce
-        if not refused:
+        if (too_big := plan_problem(spec)) is not None:  # counted: the checks below build every distinct point
+            problems.append(too_big)
+        elif not refused:
             problems += check_points(spec)
             if task.batch_fields and isinstance(workers, int) and workers > 1:
                 problems += _check_batch(spec)
-        spec.sources = _check_sources(raw.get("from_trials"), task, spec, problems)
+        spec.sources = _check_sources(raw.get("from_trials"), task, spec, problems, points=too_big is None)
     if problems:
         raise SpecError(source, problems)
     return spec
@@ -267,11 +277,11 @@ def _check_batch(spec: Spec) -> list[str]:
     return problems
 
 
-def _check_sources(raw: Any, task: Task, spec: Spec, problems: list) -> dict[str, Any]:
+def _check_sources(raw: Any, task: Task, spec: Spec, problems: list, points: bool = True) -> dict[str, Any]:
     """``from_trials`` as written, checked without reading anything: the names the task declares
-    (``Task.sources``), each a ``<sweep>/<trial_id>`` text or a ``{sweep, where, order_by}`` mapping, and every
-    source some planned trial requires. Finding the trials and their artifacts is a later step
-    (:func:`sweeplab.artifacts.resolve_sources`)."""
+    (``Task.sources``), each a ``<sweep>/<trial_id>`` text or a ``{sweep, where, order_by}`` mapping, and (with
+    ``points``: a plan small enough to walk) every source some planned trial requires. Finding the trials and
+    their artifacts is a later step (:func:`sweeplab.artifacts.resolve_sources`)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -291,7 +301,7 @@ def _check_sources(raw: Any, task: Task, spec: Spec, problems: list) -> dict[str
                             f"got {ref!r}")
         else:
             out[name] = ref
-    required = [name for name, need in needs.items() if name not in raw and any(
+    required = [name for name, need in needs.items() if points and name not in raw and any(
         need.required(values) for values in planned_configs(spec))]
     problems += [f"from_trials.{name}: required ({needs[name].doc or ', '.join(needs[name].artifacts)}) but not "
                  "given" for name in required]

@@ -89,6 +89,9 @@ def _mapping(path: Path, seen: tuple[Path, ...] | list[Path]) -> dict[str, Any]:
     """The YAML mapping in ``path``; ``seen`` are the files that led to it (empty for the file that was named)."""
     by = f" (extended by {seen[-1]})" if seen else ""
     where = f"{path}{by}: " if seen else ""
+    if path.is_dir():
+        raise SpecFileError([f"{path}{by} is a folder, not a spec file (a sweep's folder is given to status, results, "
+                             "plot and compact; run and resume take its spec)"])
     if not path.is_file():
         raise SpecFileError([f"spec file not found: {path}{by}"])
     try:

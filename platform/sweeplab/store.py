@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import math
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from . import results
 from . import schema as S
 from .lock import driver_alive
 from .plan import Plan
-from .storage import Location, location
+from .storage import Location, StorageError, location
 from .task import get_task
 
 State = S.TrialState
@@ -87,10 +88,19 @@ def write_status(sweep: Location, trial_id: str, status: str, config: dict[str, 
 
 
 def read_status(sweep: Location, trial_id: str) -> dict | None:
-    try:
-        return json.loads(L.status_file(location(sweep), trial_id).read_text())
-    except FileNotFoundError:
-        return None
+    """The trial's ``status.json`` (None without one). A read torn by a store that is not atomic under a
+    concurrent write (moto's server) is retried; a file that stays unreadable is named."""
+    file = L.status_file(location(sweep), trial_id)
+    for attempt in range(3):
+        try:
+            return json.loads(file.read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError as exc:
+            if attempt == 2:
+                raise StorageError(f"{file} is not valid JSON ({exc}); delete it to let status go on without it, "
+                                   "or resume the sweep to rewrite it") from None
+            time.sleep(0.2)
 
 
 def trial_rows(sweep: Location, trial_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -122,6 +132,7 @@ def record_trial(sweep: Location, task, *, sweep_name: str, trial_id: str, statu
     (failed, stopped, or a completion found only in the earlier layout's fragment), then its ``status.json``.
     Costs the same at any sweep size. Returns the row."""
     sweep = location(sweep)
+    error = S.error_column(error)  # its cause first, plain text
     done = completed_trial(sweep, trial_id)
     written = done is not None and L.part(sweep, "trials", trial_id).exists()
     if done is not None and status in (State.COMPLETED, State.FAILED):
