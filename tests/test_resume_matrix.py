@@ -144,6 +144,8 @@ def test_ray_driver_killed_stopped_extended_and_resumed(tmp_path):
     sweep = tmp_path / "results" / "matrix"
     done: dict[str, int] = {}
     _killed_run(tmp_path, "mid-trial", ["run", str(path)])
+    st = store.sweep_status(sweep)  # the killed driver's trial is not shown running (the hardening issue's item 5)
+    assert not st["driver_alive"] and st["counts"]["running"] == 0 and st["counts"]["interrupted"] >= 1, st["counts"]
     _completed(tmp_path, sweep, done)
     raw["search"]["space"]["x"] = [0.1, 0.5, 0.9]
     path.write_text(yaml.safe_dump(raw))
@@ -160,6 +162,7 @@ def test_ray_driver_killed_stopped_extended_and_resumed(tmp_path):
     finally:
         driver.kill()
     assert driver.returncode == 0 and "stopped on request" in out, out[-3000:]
+    assert store.sweep_status(sweep)["counts"]["running"] == 0  # stopped as on Ctrl-C: nothing left running
     _completed(tmp_path, sweep, done)
     _killed_run(tmp_path, "during-compaction", ["resume", str(path)])
     _completed(tmp_path, sweep, done)

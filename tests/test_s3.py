@@ -174,6 +174,10 @@ def test_local_sweep_status_results_plot_and_resume_on_s3(s3, tmp_path, toy_spec
                        values={"fail": True}, seed=1)
     rows = sql.query(sweep, "SELECT trial_id, status FROM trials ORDER BY trial_id").values.tolist()
     assert rows == [["local_00000", "completed"], ["local_00001", "completed"], ["local_00002", "stopped"]]
+    from sweeplab.dashboard import build_study  # the dashboard's study, read from the bucket
+    study_storage = build_study(sweep)
+    states = [t.state.name for t in study_storage.get_all_trials(study_storage.get_all_studies()[0]._study_id)]
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED"]
 
     # a trained model in the bucket, found by SQL over the sweep's table and loaded back (what from_trials does)
     later = parse({"name": "later", "task": "toy", "metric": "loss", "mode": "min", "storage": str(tmp_path),

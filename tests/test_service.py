@@ -119,7 +119,7 @@ def _core_modules() -> dict[str, Path]:
             for p in CORE.rglob("*.py")}
 
 
-DEFERRABLE = {"ray", "duckdb", "optuna", "matplotlib", "boto3", "botocore"}  # heavy, optional imports
+DEFERRABLE = {"ray", "duckdb", "optuna", "optuna_dashboard", "matplotlib", "boto3", "botocore"}  # heavy imports
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import config as C
 from . import layout as L
-from . import progress, render, results, service, sql, store
+from . import dashboard, progress, render, results, service, sql, store
 from .cost import model_cost
 from .local import LocalBackend
 from .lock import DriverLock, LockHeld, driver_alive
@@ -33,12 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        if args.command in ("run", "resume"):  # the sweep's own spec, runner and --set items
-            command = service.resume_command(args.spec, args.local, _flat(args.overrides))
-            print(f"interrupted: finish the sweep with `{command}`", file=sys.stderr)
-        else:
-            print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # the hint repeats the sweep's own spec, runner and --set items
+        hint = f": finish the sweep with `{service.resume_command(args.spec, args.local, _flat(args.overrides))}`" \
+            if args.command in ("run", "resume") else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
@@ -103,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="PNG path (default: <sweep>/results/<task>.png)")
     sp.set_defaults(func=_cmd_plot)
 
+    sp = sub.add_parser("dashboard", help="serve a sweep in optuna-dashboard, read from its storage while it runs")
+    sp.add_argument("target", help="sweep spec or sweep folder / s3:// URI")
+    sets(sp)
+    for flag, kind, default, text in (("--port", int, 8080, "0: any free port"), ("--host", str, "127.0.0.1", "this "
+                                      "machine only"), ("--every", float, 5.0, "seconds between readings")):
+        sp.add_argument(flag, type=kind, default=default, help=f"default {default} ({text})")
+    sp.set_defaults(func=_cmd_dashboard)
+
     sp = sub.add_parser("describe", help="parameters, GMACs and config of a task")
     sp.add_argument("task")
     sets(sp)
@@ -138,7 +144,8 @@ def _cmd_run(args) -> int:
             print(table)
     except FileNotFoundError:  # no trial ended
         pass
-    print(f"\ntables: {L.results(spec.sweep_dir)} ({outcome.counts.get('trials', '?')} trials)", flush=True)
+    print(f"\ntables: {L.results(spec.sweep_dir)} ({outcome.counts.get('trials', '?')} trials)\n"
+          f"dashboard: sweeplab dashboard {spec.sweep_dir}", flush=True)
     return outcome.code
 
 
@@ -250,6 +257,21 @@ def _cmd_plot(args) -> int:
         except OSError as exc:  # an unwritable --out
             return _error(f"cannot write the plot to {out}: {exc.strerror or exc}", 2)
     print(f"wrote {out}")
+    return 0
+
+
+def _cmd_dashboard(args) -> int:
+    try:
+        dashboard.serve(_sweep(args.target, args.overrides), args.host, args.port, args.every,
+                        say=lambda m: print(m, flush=True))  # "no sweep under ..." (FileNotFoundError) first
+    except KeyboardInterrupt:  # how a user stops it
+        return 0
+    except SpecError as exc:
+        return _error(f"invalid sweep spec {exc}", 2)
+    except (FileNotFoundError, StorageError) as exc:
+        return _error(str(exc), 1)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        return _error(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", 2)
     return 0
 
 

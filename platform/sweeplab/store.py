@@ -207,18 +207,18 @@ def sweep_runner(sweep: Location) -> str | None:
     return "local" if L.fragments(sweep).exists() else None
 
 
-def sweep_status(target) -> dict[str, Any]:
+def sweep_status(target, rows: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The sweep as its storage shows it now: counts per state, every trial's last metrics, the best so far per
-    metric (over completed trials). Reads only files, so it works while the sweep runs, from any machine that
-    sees the storage. A finished trial's state comes from the ``trials`` table, what ``results`` reads, so the two
-    agree; a trial running (a first attempt, or the retry of a failed one) is ``interrupted`` when no live driver
-    holds the sweep's lock."""
+    metric (over completed trials); ``rows``: :func:`trial_rows`, when the caller has read them. Reads only
+    files, so it works while the sweep runs, from any machine that sees the storage. A finished trial's state comes
+    from the ``trials`` table, what ``results`` reads, so the two agree; a trial running (a first attempt, or the
+    retry of a failed one) is ``interrupted`` when no live driver holds the sweep's lock."""
     sweep = location(target)
     info = read_sweep_info(sweep)
     if info is None:
         raise FileNotFoundError(f"no sweep under {sweep} (expected {L.sweep_info(sweep)}; has the sweep started?)")
     alive = driver_alive(sweep)
-    rows = trial_rows(sweep)
+    rows = trial_rows(sweep) if rows is None else rows
     trials = []
     for trial_id in sorted(set(rows) | {f.name for f in L.fragments(sweep).folders()}):
         status, row = read_status(sweep, trial_id), rows.get(trial_id)
@@ -239,8 +239,9 @@ def sweep_status(target) -> dict[str, Any]:
             metrics["progress"] = 1.0
         config = status["config"] if status else {k: row.get(k) for k in info["space"]}
         error = row["error"] if row is not None and state == row["status"] else (status or {}).get("error")
+        point = (status or {}).get("point", (row or {}).get("point"))  # its index in the plan
         trials.append({"trial_id": trial_id, "status": str(state), "config": config, "metrics": metrics,
-                       "error": error})
+                       "error": error, "point": point})
     counts = {str(s): sum(t["status"] == s for t in trials) for s in State}
     best = {}
     for metric, mode in zip(info["metrics"], info["modes"]):

@@ -243,7 +243,9 @@ def submit(spec_path: str, overrides: list[str], address: str, *, wait: bool = F
         return exc.code
     print(f"submitted job {job_id}\n  {job['metadata']['job_name']}: {job['entrypoint']}\n"
           f"  dashboard: {url}/#/jobs/{job_id}\n  logs:      ray job logs --address {url} --follow {job_id}\n"
-          f"  progress:  sweeplab status {job['metadata']['storage']}", flush=True)
+          f"  progress:  sweeplab status {job['metadata']['storage']}\n"
+          f"  live:      sweeplab dashboard {job['metadata']['storage']}   (on this machine; it reads the storage)",
+          flush=True)
     if not wait:
         return 0
     status = follow(client, job_id)
