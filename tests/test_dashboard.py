@@ -102,6 +102,9 @@ def test_a_running_sweep_shows_new_reports_within_the_refresh(toy_spec, served, 
     spec = parse(toy_spec)
     sweep = spec.sweep_dir
     store.write_sweep_info(spec, __import__("sweeplab.plan", fromlist=["Plan"]).Plan.of(spec))
+    from sweeplab.dashboard import build_study
+    started = build_study(sweep)  # a sweep that has run no trial yet: its planned trials wait
+    assert [t.state.name for t in started.get_all_trials(0)] == ["WAITING", "WAITING"]
     with DriverLock(sweep):  # a live driver: its trial is running
         record = progress.Progress(sweep, "t0", {"lr": 0.01}, 1, 0).started()
         record.report({"step": 0, "loss": 2.0})

@@ -59,13 +59,19 @@ def _distributions(configs: list[dict[str, Any]], names: list[str]) -> dict[str,
     out = {}
     for name in names:
         values = [v for c in configs if (v := c.get(name)) is not None]
-        if values and all(isinstance(v, int) for v in values):
+        if not values:  # no trial has it yet
+            continue
+        if all(isinstance(v, int) for v in values):
             out[name] = IntDistribution(min(values), max(values))
-        elif values and all(isinstance(v, (int, float)) for v in values):
+        elif all(isinstance(v, (int, float)) for v in values):
             out[name] = FloatDistribution(float(min(values)), float(max(values)))
         else:
             out[name] = CategoricalDistribution(sorted(set(map(str, values)), key=str))
     return out
+
+
+def _numeric(distribution) -> bool:
+    return type(distribution).__name__ in ("IntDistribution", "FloatDistribution")
 
 
 def _naive(when: Any) -> dt.datetime | None:
@@ -109,7 +115,8 @@ def _trial(number: int, t: dict[str, Any] | None, row: dict[str, Any] | None, pa
     started = _naive(started) or (dt.datetime.now() if state != OptunaState.WAITING else None)
     return FrozenTrial(number=number, state=state, value=None, values=values, datetime_start=started,
                        datetime_complete=(_naive(ended) or started) if state.is_finished() else None,
-                       params={k: v for k, v in params.items() if k in dists}, distributions=dists,
+                       params={k: v if _numeric(dists[k]) else str(v) for k, v in params.items() if k in dists},
+                       distributions={k: d for k, d in dists.items() if k in params},
                        user_attrs=attrs, system_attrs={}, intermediate_values=steps, trial_id=number)
 
 
