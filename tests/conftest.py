@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ sys.path.insert(0, str(PLUGINS))
 import sweeplab_chaos  # noqa: E402,F401 - registers the chaos task in this process
 from sweeplab_toy import TOY, ToyConfig  # noqa: E402,F401 - registers the toy task in this process
 
+# Drivers' Ray and Tune output (sweeplab.ray_cluster.log_file) under a temporary folder, not the user's ~/.cache
+os.environ.setdefault("SWEEPLAB_LOG_DIR", tempfile.mkdtemp(prefix="sweeplab-test-logs-"))
 # For subprocesses (the CLI, an embedded Ray's workers): the test plugins on the path, the toy and chaos tasks
 # registered.
 PLUGIN_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS),

@@ -59,8 +59,14 @@ def test_ray_completed_stopped_and_failed_trials_share_one_schema(tmp_path, swee
                                            "grace_period": 1, "reduction_factor": 2})
     path = tmp_path / "ends.yaml"
     path.write_text(yaml.safe_dump(raw))
-    proc = sweeplab_cli(["run", path], tmp_path, rc=1, env=PLUGIN_ENV)  # 1: a trial failed
+    logs = tmp_path / "logs"
+    proc = sweeplab_cli(["run", path], tmp_path, rc=1, env={**PLUGIN_ENV, "SWEEPLAB_LOG_DIR": str(logs)})  # 1: failed
     sweep = parse(raw).sweep_dir
+    # the console holds sweeplab's own lines; Ray's and Tune's go to the log file it names
+    (log,) = logs.iterdir()
+    assert f"Ray's and Tune's output: {log}" in proc.stdout and len(proc.stdout.splitlines()) < 30, proc.stdout
+    assert "Trial name" not in proc.stdout and "Trial name" in log.read_text()  # Tune's table
+    assert sum(line.startswith("[") and "started:" in line and "x=" in line for line in proc.stdout.splitlines()) == 3
     trials = _check_tables(sweep, {0.3: "completed", 0.9: "stopped", 0.31: "failed"})
     failed = trials.set_index("x").loc[0.31].trial_id
     cause = f"RuntimeError: chaos: attempt 0 of trial {failed} fails on purpose"

@@ -78,12 +78,15 @@ class _Fake:
         self.calls.append(("run", resume, plan.samples, len(extensions)))
         return {"trials": 0}
 
+    def stop(self):
+        self.calls.append("stop")
+
 
 def test_the_service_owns_the_lifecycle_and_refuses_the_other_runner(toy_spec):
     spec = parse(toy_spec)
     ray_like = _Fake("ray")
     assert service.run_sweep(spec, ray_like, say=lambda m: None).code == 0
-    assert ray_like.calls == ["start", ("run", False, 2, 0)]
+    assert ray_like.calls == ["start", ("run", False, 2, 0), "stop"]
     info = store.read_sweep_info(spec.sweep_dir)
     assert info["runner"] == "ray" and info["resolved"]["version"] == 2 and info["planned_trials"] == 2
     assert not layout.lock_file(spec.sweep_dir).exists()  # the lock was released

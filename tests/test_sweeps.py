@@ -165,7 +165,7 @@ def test_ray_smoke_sweep_two_trials(tmp_path, sweeplab_cli):
     the grid's field."""
     spec = SWEEPS[0].parent / "compression-gamma-set-smoke.yaml"
     proc = sweeplab_cli(["run", str(spec), "--set", f"storage={tmp_path}", "search.include=[]", "iterations=4",
-                         "n_train_crops=8", "resources.workers=2"], tmp_path)
+                         "n_train_crops=8", "resources.workers=2", "--verbose"], tmp_path)  # Tune's table too
     sweep = tmp_path / "compression-gamma-set-smoke"
     trials = pd.read_parquet(sweep / "results/trials")
     evals = pd.read_parquet(sweep / "results/evaluations")

@@ -1,4 +1,4 @@
-"""The ``sweeplab`` command: run, resume, submit, stop, status, results, compact, plot, describe, tasks.
+"""The ``sweeplab`` command: run, resume, submit, stop, status, results, compact, plot, dashboard, describe, tasks.
 
 Exit codes: 0 success; 1 a sweep ran but some trials failed, or a runtime problem (cluster unreachable, missing
 results, another driver running the sweep: :mod:`sweeplab.lock`); 2 invalid input (spec or ``--set`` values, a
@@ -7,6 +7,7 @@ resume whose spec changed since the sweep started), reported before anything sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         sets(sp)
         sp.add_argument("--local", action="store_true", help="run every trial in this process, without Ray")
         sp.add_argument("--address", help="Ray cluster to connect to (default: start an embedded local Ray)")
+        sp.add_argument("--verbose", action="store_true", help="show Ray's and Tune's output (default: a log file)")
         if name == "resume":
             sp.add_argument("--extend", action="store_true", help="run what an edit of the spec adds (grid values, "
                             "include rows, num_samples); every finished trial is kept")
@@ -132,18 +134,15 @@ def _error(message: str, code: int) -> int:
 def _cmd_run(args) -> int:
     try:
         spec = service.prepare(args.spec, _flat(args.overrides))
-        backend = LocalBackend() if args.local else RayBackend(args.address)
+        backend = LocalBackend() if args.local else RayBackend(args.address, args.verbose)
         outcome = service.run_sweep(spec, backend, resume=args.resume, extend=getattr(args, "extend", False),
                                     say=lambda m: print(m, flush=True))
     except SpecError as exc:
         return _error(f"invalid sweep spec {exc}", 2)
     except (SweepError, LockHeld) as exc:
         return _error(str(exc), getattr(exc, "code", 1))
-    try:
-        if table := render.trials_table(results.read(spec.sweep_dir)[0], spec.task):
-            print(table)
-    except FileNotFoundError:  # no trial ended
-        pass
+    with contextlib.suppress(FileNotFoundError):  # no trial ended
+        print(render.trials_table(results.read(spec.sweep_dir)[0], spec.task))
     print(f"\ntables: {L.results(spec.sweep_dir)} ({outcome.counts.get('trials', '?')} trials)\n"
           f"dashboard: sweeplab dashboard {spec.sweep_dir}", flush=True)
     return outcome.code

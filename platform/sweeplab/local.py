@@ -75,6 +75,9 @@ class LocalBackend:
     def run(self, spec: Spec, plan: Plan, code_version: str, resume: bool, extensions: list[dict]) -> dict[str, int]:
         return run_local(spec, code_version, plan)
 
+    def stop(self) -> None:
+        pass
+
 
 def run_local(spec: Spec, code_version: str, plan: Plan | None = None) -> dict[str, int]:
     """Run every trial of ``plan`` (default: the spec's) that has not completed, one after another."""

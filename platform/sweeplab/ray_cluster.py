@@ -3,9 +3,13 @@ with a clear message when it cannot be reached or refuses the connection. Ray is
 that starts it (deferred: a heavy import ``--local`` sweeps never need)."""
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import math
 import os
 import socket
+import sys
+from pathlib import Path
 
 
 def _reachable(address: str, timeout: float = 5.0) -> str | None:
@@ -79,3 +83,51 @@ def cluster_nodes() -> list[dict[str, float]]:
     """The resources of each alive node of the Ray this process is connected to."""
     import ray
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+LOG_DIR_ENV = "SWEEPLAB_LOG_DIR"  # where a driver keeps Ray's and Tune's output (default ~/.cache/sweeplab/logs)
+
+
+def log_file(sweep_name: str) -> Path:
+    """A new file on this machine's disk for one driver run's Ray and Tune output (also for ``s3://`` sweeps)."""
+    folder = Path(os.environ.get(LOG_DIR_ENV) or Path.home() / ".cache" / "sweeplab" / "logs")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{sweep_name}-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+
+
+class RayOutput(contextlib.AbstractContextManager):
+    """While a sweep runs on Ray, everything Ray and Tune print (Python and C++, the driver's own and what the
+    workers forward) goes to ``path``: the process's stdout and stderr point at the file. sweeplab's own lines go
+    to the console through :meth:`say` (a copy of the real stdout; the current ``sys.stdout`` when it is not the
+    process's, as under pytest's capture)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> "RayOutput":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            real = sys.stdout.fileno() == 1
+        except (AttributeError, OSError, ValueError):
+            real = False
+        self.console = os.fdopen(os.dup(1), "w", buffering=1) if real else sys.stdout
+        self.saved = os.dup(1), os.dup(2)
+        log = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        return self
+
+    def say(self, message: str) -> None:
+        self.console.write(message + "\n")
+        self.console.flush()
+
+    def __exit__(self, *exc) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self.saved):
+            os.dup2(saved, fd)
+            os.close(saved)
+        if self.console is not sys.stdout:
+            self.console.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import layout as L
 from . import progress, store
@@ -24,7 +24,7 @@ from .storage import Location, location
 from .trial import FINAL_KEY, finite_number
 
 
-def results_callback(spec: Spec, plan: Plan):
+def results_callback(spec: Spec, plan: Plan, say: Callable[[str], None] = print):
     from ray.tune import Callback
 
     class ResultsCallback(Callback):
@@ -32,8 +32,11 @@ def results_callback(spec: Spec, plan: Plan):
         state."""
 
         def __init__(self, sweep_dir: str, sweep: str, task, objective: str, from_trials: dict[str, str],
-                     grid: list[dict[str, Any]] | None, keep_after_completion: bool, gpu_hours: float | None):
+                     grid: list[dict[str, Any]] | None, keep_after_completion: bool, gpu_hours: float | None,
+                     metrics: list[str], planned: int, say: Callable[[str], None], shown: list[str]):
             self.sweep_uri, self.sweep, self.task, self.objective = sweep_dir, sweep, task, objective
+            self.metrics, self.planned, self._say, self._ends = metrics, planned, say, 0
+            self.shown = set(shown)  # the config names a start line shows: searched, or set by include rows
             self.from_trials, self.grid, self.keep_after_completion = from_trials, grid, keep_after_completion
             self.gpu_hours = gpu_hours
             self._progress: dict[str, progress.Progress] = {}
@@ -43,7 +46,8 @@ def results_callback(spec: Spec, plan: Plan):
             self._budget: Budget | None = None
 
         def __getstate__(self):  # pickled with the experiment for `sweeplab resume`; gauges are rebuilt
-            return {**self.__dict__, "_gauges": None, "_progress": {}, "_loc": None, "_stop": None, "_budget": None}
+            return {**self.__dict__, "_gauges": None, "_progress": {}, "_loc": None, "_stop": None, "_budget": None,
+                    "_say": print}
 
         @property
         def budget(self) -> Budget | None:
@@ -93,7 +97,7 @@ def results_callback(spec: Spec, plan: Plan):
         def on_step_begin(self, iteration, trials, **info):
             if self.budget is not None and self.budget.exhausted:
                 close_gate(self.sweep_uri)  # no new trial starts; the experiment ends after the running ones
-                print(self.budget.record_stop(), flush=True)
+                self._say(self.budget.record_stop())
                 self.gpu_hours, self._budget = None, None  # once
             if self._stop is None:
                 self._stop = progress.StopRequest(self.sweep_dir)
@@ -107,6 +111,8 @@ def results_callback(spec: Spec, plan: Plan):
         def on_trial_start(self, iteration, trials, trial, **info):
             self._progress.pop(trial.trial_id, None)
             self._of(trial)
+            shown = ", ".join(f"{k}={v}" for k, v in self._values(trial).items() if k in self.shown) or "defaults"
+            self._say(f"[{trial.trial_id}] started: {shown}")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self._export(trial, result)
@@ -123,8 +129,8 @@ def results_callback(spec: Spec, plan: Plan):
             row = store.record_trial(self.sweep_dir, self.task, sweep_name=self.sweep, trial_id=trial.trial_id,
                                      status=status, values=self._values(trial), seed=self._seed(trial), error=error,
                                      last_metrics=last, started_from=self.from_trials, point=self._point(trial))
-            if row["status"] == TrialState.FAILED:  # its end line: the cause, among Ray's log lines
-                print(f"[{trial.trial_id}] failed: {error_cause(row['error'])}", flush=True)
+            self._ends += 1
+            self._say(self._end_line(trial.trial_id, row))
             if self.budget is not None:
                 self.budget.end(trial.trial_id, row)
             if row["status"] == TrialState.COMPLETED and not self.keep_after_completion:
@@ -132,6 +138,18 @@ def results_callback(spec: Spec, plan: Plan):
                 for folder in Location(trial.storage.storage_filesystem, trial.storage.trial_fs_path).folders():
                     if folder.name.startswith("checkpoint_"):  # a light trial's (Tune's)
                         folder.delete_tree()
+
+        def _end_line(self, trial_id: str, row: dict[str, Any]) -> str:
+            """The trial's end on the console: its state, time, the sweep's metrics (a failed trial: its cause
+            and where its traceback is) and how many trials have ended."""
+            seconds = row.get("train_seconds")
+            took = f" in {seconds:.1f} s" if finite_number(seconds) else ""
+            ended = f"({self._ends} of {self.planned} ended)"
+            if row["status"] == TrialState.FAILED:
+                return (f"[{trial_id}] failed: {error_cause(row['error'])} {ended}; traceback: the trials table's "
+                        "`error` column")
+            shown = ", ".join(f"{m}={row[m]:.4g}" for m in self.metrics if finite_number(row.get(m)))
+            return f"[{trial_id}] {row['status']}{took}: {shown or 'no metric'} {ended}"
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._ended(trial, TrialState.COMPLETED)
@@ -141,7 +159,8 @@ def results_callback(spec: Spec, plan: Plan):
 
     return ResultsCallback(str(spec.sweep_dir), spec.name, spec.task, spec.metrics[0], dict(spec.from_trials),
                            tune_grid(spec, plan), spec.checkpoints["keep_after_completion"],
-                           spec.budget.get("gpu_hours"))
+                           spec.budget.get("gpu_hours"), list(spec.metrics), plan.samples, say,
+                           sorted(set(spec.space).union(*spec.include)))
 
 
 def _read(path: str) -> str:

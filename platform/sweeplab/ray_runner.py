@@ -21,7 +21,7 @@ from typing import Callable
 from . import progress, ray_light, ray_train, store
 from . import layout as L
 from .plan import Plan
-from .ray_cluster import AUTOSCALER_ENV, cluster_nodes, init_ray, unplaceable
+from .ray_cluster import AUTOSCALER_ENV, RayOutput, cluster_nodes, init_ray, log_file, unplaceable
 from .ray_records import results_callback
 from .search import open_gate, tune_search, warm_study
 from .service import SweepError
@@ -86,7 +86,7 @@ def _max_concurrent(spec: Spec) -> int:
 
 
 def build_tuner(spec: Spec, plan: Plan, code_version: str, part: int = 0, first: int = 0,
-                stop: int | None = None):
+                stop: int | None = None, say: Callable[[str], None] = print):
     """The Tune experiment of the sweep's trials ``first`` to ``stop - 1``: part 0 (the sweep's own, in its folder)
     or the ``part``-th extension (``sweeplab resume --extend``: Ray's ``Tuner.restore`` cannot add trials, so each
     extension is an experiment of its own). Restored when Tune saved it, so a resume continues it."""
@@ -107,7 +107,7 @@ def build_tuner(spec: Spec, plan: Plan, code_version: str, part: int = 0, first:
         # The restored RunConfig holds the callback pickled (by value) when the sweep started, whose code calls the
         # core as it was then; this code's callback records the trials instead (Tuner.restore takes no callbacks,
         # so the restored run config is updated in place).
-        tuner._local_tuner.get_run_config().callbacks = [results_callback(spec, plan)]
+        tuner._local_tuner.get_run_config().callbacks = [results_callback(spec, plan, say)]
         return tuner
     multi, kind = spec.multi_objective, trial_kind(spec)
     tune_config = tune.TuneConfig(
@@ -117,12 +117,13 @@ def build_tuner(spec: Spec, plan: Plan, code_version: str, part: int = 0, first:
     run_config = tune.RunConfig(name=where.name, **ray_storage(where.parent),
                                 failure_config=tune.FailureConfig(max_failures=spec.retries),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints["keep"]),
-                                callbacks=[results_callback(spec, plan)], verbose=1)
+                                callbacks=[results_callback(spec, plan, say)], verbose=1)
     return tune.Tuner(_trainable(kind, spec, plan, code_version), param_space=param_space, tune_config=tune_config,
                       run_config=run_config)
 
 
-def run_ray(spec: Spec, code_version: str, plan: Plan | None = None, extensions: list[dict] = ()) -> dict[str, int]:
+def run_ray(spec: Spec, code_version: str, plan: Plan | None = None, extensions: list[dict] = (),
+            say: Callable[[str], None] = print) -> dict[str, int]:
     """Run (or continue) the sweep's Tune experiments in order: its own, then one per extension (each
     ``{"first": trial index, ...}`` as :mod:`sweeplab.service` records it); then compact the tables."""
     # The sweep's objective is reported once, after evaluation; intermediate reports carry training metrics only.
@@ -135,7 +136,7 @@ def run_ray(spec: Spec, code_version: str, plan: Plan | None = None, extensions:
         if stop.file.exists() or store.budget_stop(spec.sweep_dir) is not None:
             break
         if bounds[part + 1] > bounds[part]:
-            grid = build_tuner(spec, plan, code_version, part, bounds[part], bounds[part + 1]).fit()
+            grid = build_tuner(spec, plan, code_version, part, bounds[part], bounds[part + 1], say).fit()
             failed += sum(1 for r in grid if r.error is not None)
     counts = store.compact(spec.sweep_dir)
     counts["failed"] = failed
@@ -147,13 +148,22 @@ class RayBackend:
     ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``)."""
     name = "ray"
 
-    def __init__(self, address: str | None = None):
-        self.address = address
+    def __init__(self, address: str | None = None, verbose: bool = False):
+        self.address, self.verbose = address, verbose
+        self.output: RayOutput | None = None
+        self.say: Callable[[str], None] = print
 
     def start(self, spec: Spec, say: Callable[[str], None]) -> None:
-        """Reach Ray, then check that one trial's resources fit the cluster's nodes: a request that can never be
+        """Send Ray's and Tune's output to a log file (unless ``verbose``: :class:`sweeplab.ray_cluster.RayOutput`),
+        reach Ray, then check that one trial's resources fit the cluster's nodes: a request that can never be
         met would wait forever (Tune keeps the trial pending). A cluster that grows on demand
         (``SWEEPLAB_AUTOSCALER=1``) is only warned about."""
+        self.say = say
+        if not self.verbose:
+            self.output = RayOutput(log_file(spec.name)).__enter__()
+            self.say = self.output.say
+            self.say(f"Ray's and Tune's output: {self.output.path} (--verbose shows it here)")
+        say = self.say
         if (problem := init_ray(self.address)) is not None:
             raise SweepError(problem)
         if (problem := unplaceable(cluster_nodes(), spec.cpus, spec.gpus, spec.workers)) is None:
@@ -167,6 +177,11 @@ class RayBackend:
                          + (f" (or set {AUTOSCALER_ENV}=1 when it autoscales)" if self.address else ""), code=2)
 
     def run(self, spec: Spec, plan: Plan, code_version: str, resume: bool, extensions: list[dict]) -> dict[str, int]:
-        return run_ray(spec, code_version, plan, extensions)
+        return run_ray(spec, code_version, plan, extensions, say=self.say)
+
+    def stop(self) -> None:
+        if self.output is not None:
+            self.output.__exit__(None, None, None)
+            self.output = None
 
 

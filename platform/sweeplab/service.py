@@ -59,6 +59,9 @@ class Backend(Protocol):
         ``trial_seed(spec.seed, i)``), record each one's end, compact the tables; returns counts (``trials``,
         ``failed``, ...). ``extensions`` (``sweep.json``'s) say where each growth of the plan starts."""
 
+    def stop(self) -> None:
+        """After :meth:`start` (whether or not the run succeeded): give the console back."""
+
 
 @dataclasses.dataclass
 class Outcome:
@@ -208,9 +211,12 @@ def run_sweep(spec: Spec, backend: Backend, *, resume: bool = False, extend: boo
         say(f"sweep {spec.name}: task {spec.task.name}, search {spec.algorithm}, results in {spec.sweep_dir}")
         if extend:
             say(f"extension: {plan.samples - info['planned_trials']} new trial(s), {plan.samples} planned in all")
-        backend.start(spec, say)
-        store.write_sweep_info(spec, plan, stored_fingerprint(spec), backend.name, extensions)
-        counts = backend.run(spec, plan, store.code_version(), resume, extensions)
+        try:
+            backend.start(spec, say)
+            store.write_sweep_info(spec, plan, stored_fingerprint(spec), backend.name, extensions)
+            counts = backend.run(spec, plan, store.code_version(), resume, extensions)
+        finally:
+            backend.stop()
         if stop.file.exists():
             stop.clear()
             say(f"stopped on request (sweeplab stop): the running trials keep their last checkpoint; "
