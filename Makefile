@@ -24,7 +24,10 @@ demo: $(STAMP)
 	  round(f_measure, 3) AS f_measure, round(ap50, 3) AS ap50, round(ap70, 3) AS ap70, \
 	  round(train_seconds, 1) AS seconds FROM trials ORDER BY method, alpha, threshold"
 	$(BIN)/sweeplab plot $(DEMO_STORAGE)/segmentation-demo --out $(DEMO_STORAGE)/segmentation-demo.png
+	$(BIN)/sweeplab report $(DEMO_STORAGE)/segmentation-demo
 	@echo "browse the sweep: $(BIN)/sweeplab dashboard $(DEMO_STORAGE)/segmentation-demo  (http://127.0.0.1:8080)"
+	@echo "the sweep beside the paper: open $(DEMO_STORAGE)/segmentation-demo/results/report.html (or its .md twin);"
+	@echo "  rewrite it with: $(BIN)/sweeplab report $(DEMO_STORAGE)/segmentation-demo"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -10,6 +10,7 @@ have no AWS variables of their own, killed mid-sweep and resumed with nothing re
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -189,6 +190,13 @@ def test_local_sweep_status_results_plot_and_resume_on_s3(s3, tmp_path, toy_spec
     assert cli.main(["plot", sweep]) == 0 and f"wrote {sweep}/results/toy.png" in capsys.readouterr().out
     assert location(f"{sweep}/results/toy.png").read_bytes() == b"\x89PNG 3"
     assert location(f"{sweep}/results/toy.md").read_bytes() == sweep.encode()
+    assert cli.main(["report", sweep]) == 0  # the report, its twin and the twin's images in the bucket
+    assert f"wrote {sweep}/results/report.html and {sweep}/results/report.md" in capsys.readouterr().out
+    page = location(f"{sweep}/results/report.html").read_text()
+    assert base64.b64encode(b"\x89PNG 3").decode() in page
+    assert "2 completed, 1 stopped, 0 failed" in page
+    assert location(f"{sweep}/results/report_files/00-toy.png").read_bytes() == b"\x89PNG 3"
+    assert "report_files/00-toy.png" in location(f"{sweep}/results/report.md").read_text()
 
     assert cli.main(["resume", str(spec), "--local"]) == 1  # the failed trial fails again; the others are kept
     out = capsys.readouterr().out

@@ -11,6 +11,8 @@ reorganised behind it::
   building a config from values (:mod:`sweeplab.config`).
 * :class:`Needs`, :func:`open_source`: the earlier trials a sweep starts from, and opening one from a sweep's
   tables (:mod:`sweeplab.artifacts`).
+* :class:`Paper`, :class:`Published`: the paper's published numbers, for ``sweeplab report``
+  (:mod:`sweeplab.paper`).
 * :func:`read_image`: an image file as uint8 RGB or luminance (:mod:`sweeplab.images`).
 """
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 from .artifacts import Needs, open_source
 from .config import build, fields, param
 from .images import read_image
+from .paper import Paper, Published
 from .task import Evaluation, Task, TrialContext, register_task
 
-__all__ = ["Evaluation", "Needs", "Task", "TrialContext", "build", "fields", "open_source", "param", "read_image",
-           "register_task"]
+__all__ = ["Evaluation", "Needs", "Paper", "Published", "Task", "TrialContext", "build", "fields", "open_source",
+           "param", "read_image", "register_task"]

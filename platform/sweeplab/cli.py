@@ -8,23 +8,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 
 from . import config as C
 from . import layout as L
-from . import dashboard, progress, render, results, service, sql, store
+from . import dashboard, progress, render, report, results, service, sql, store
 from .cost import model_cost
 from .local import LocalBackend
 from .lock import DriverLock, LockHeld, driver_alive
 from .ray_runner import RayBackend
 from .service import SweepError
 from .spec import SpecError, apply_overrides
-from .storage import Location, StorageError, location
+from .storage import Location, StorageError
 from .submit import submit
 from .task import broken_tasks, get_task, list_tasks
 
@@ -103,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="PNG path (default: <sweep>/results/<task>.png)")
     sp.set_defaults(func=_cmd_plot)
 
+    sp = sub.add_parser("report", help="the sweep beside its paper's published numbers: one HTML page and a Markdown "
+                        "twin")
+    sp.add_argument("target", help="sweep spec or sweep folder / s3:// URI")
+    sp.add_argument("--out", help="HTML path or s3:// URI (default: <sweep>/results/report.html); the .md beside it")
+    sp.set_defaults(func=_cmd_report)
+
     sp = sub.add_parser("dashboard", help="serve a sweep in optuna-dashboard, read from its storage while it runs")
     sp.add_argument("target", help="sweep spec or sweep folder / s3:// URI")
     sets(sp)
@@ -144,7 +149,7 @@ def _cmd_run(args) -> int:
     with contextlib.suppress(FileNotFoundError):  # no trial ended
         print(render.trials_table(results.read(spec.sweep_dir)[0], spec.task))
     print(f"\ntables: {L.results(spec.sweep_dir)} ({outcome.counts.get('trials', '?')} trials)\n"
-          f"dashboard: sweeplab dashboard {spec.sweep_dir}", flush=True)
+          f"dashboard: sweeplab dashboard {spec.sweep_dir}\nreport:    sweeplab report {spec.sweep_dir}", flush=True)
     return outcome.code
 
 
@@ -153,38 +158,43 @@ def _cmd_submit(args) -> int:
                   py_modules=args.py_module, env=args.env)
 
 
+def _reads_a_sweep(command):
+    """A command on a sweep: a bad spec exits 2; a missing sweep or unreachable storage exits 1."""
+    @functools.wraps(command)
+    def run(args) -> int:
+        try:
+            return command(args)
+        except SpecError as exc:
+            return _error(f"invalid sweep spec {exc}", 2)
+        except (FileNotFoundError, StorageError) as exc:
+            return _error(str(exc), 1)
+    return run
+
+
 def _sweep(target: str, overrides: list[list[str]] = ()) -> Location:
     """The sweep a command names (a spec file, with its --set values, or a sweep folder); SpecError for a bad
     spec."""
     return service.sweep_of(target, _flat(overrides))
 
 
+@_reads_a_sweep
 def _cmd_stop(args) -> int:
     """Leave the driver a request; it stops at the next report of its running trials (each keeps its last
     checkpoint), compacts the tables and ends."""
-    try:
-        sweep = _sweep(args.target, args.overrides)
-        if store.read_sweep_info(sweep) is None:
-            return _error(f"no sweep under {sweep} (has it started?)", 1)
-        if not driver_alive(sweep):
-            return _error(f"no driver is running {sweep}: nothing to stop", 1)
-        progress.StopRequest(sweep).ask()
-    except SpecError as exc:
-        return _error(f"invalid sweep spec {exc}", 2)
-    except StorageError as exc:
-        return _error(str(exc), 1)
+    sweep = _sweep(args.target, args.overrides)
+    if store.read_sweep_info(sweep) is None:
+        return _error(f"no sweep under {sweep} (has it started?)", 1)
+    if not driver_alive(sweep):
+        return _error(f"no driver is running {sweep}: nothing to stop", 1)
+    progress.StopRequest(sweep).ask()
     print(f"asked the driver of {sweep} to stop: its running trials stop at their next report (each keeps its last "
           "checkpoint), the tables are compacted; `sweeplab resume` continues the sweep")
     return 0
 
 
+@_reads_a_sweep
 def _cmd_status(args) -> int:
-    try:
-        st = store.sweep_status(_sweep(args.target, args.overrides))
-    except SpecError as exc:
-        return _error(f"invalid sweep spec {exc}", 2)
-    except (FileNotFoundError, StorageError) as exc:
-        return _error(str(exc), 1)
+    st = store.sweep_status(_sweep(args.target, args.overrides))
     if args.json:
         print(json.dumps(st, default=str))
         return 0
@@ -192,13 +202,10 @@ def _cmd_status(args) -> int:
     return 0
 
 
+@_reads_a_sweep
 def _cmd_results(args) -> int:
     try:
         frame = sql.query(_sweep(args.target), args.sql, note=lambda msg: print(msg, file=sys.stderr))
-    except SpecError as exc:
-        return _error(f"invalid sweep spec {exc}", 2)
-    except (FileNotFoundError, StorageError) as exc:
-        return _error(str(exc), 1)
     except sql.QueryError as exc:
         return _error(str(exc), 2)
     if args.csv:
@@ -209,66 +216,51 @@ def _cmd_results(args) -> int:
     return 0
 
 
+@_reads_a_sweep
 def _cmd_compact(args) -> int:
     """Under the sweep's driver lock, so it never runs beside a driver that is writing parts."""
     try:
         sweep = results.results_dir(_sweep(args.target)).parent
         with DriverLock(sweep):
             counts = store.compact(sweep)
-    except SpecError as exc:
-        return _error(f"invalid sweep spec {exc}", 2)
-    except (FileNotFoundError, StorageError, LockHeld) as exc:
+    except LockHeld as exc:
         return _error(str(exc), 1)
     print(f"compacted {sweep}: {counts['trials']} trials, {counts['evaluations']} evaluation rows")
     return 0
 
 
+@_reads_a_sweep
 def _cmd_plot(args) -> int:
     try:
-        sweep = results.results_dir(_sweep(args.target)).parent
-        trials, evaluations = results.read(sweep)
-    except SpecError as exc:
-        return _error(f"invalid sweep spec {exc}", 2)
-    except (FileNotFoundError, StorageError) as exc:
+        print(f"wrote {report.plot(_sweep(args.target), args.out)}")
+    except report.OutputError as exc:  # an unwritable --out
+        return _error(str(exc), 2)
+    except report.ReportError as exc:
         return _error(str(exc), 1)
-    if trials.empty:
-        return _error("the trials table is empty", 1)
-    if not (trials["status"] == "completed").any():
-        return _error(f"nothing to plot: none of the {len(trials)} trial(s) of {sweep} completed "
-                      "(`sweeplab status` says why they failed)", 1)
-    try:
-        task = get_task(str(trials["task"].iloc[0]))
-    except KeyError as exc:  # unknown here, or its package is broken
-        return _error(exc.args[0], 1)
-    if task.plot is None:
-        return _error(f"task {task.name!r} has no plot", 1)
-    out = args.out or str(L.results(sweep) / f"{task.name}.png")
-    if out.startswith("s3://"):  # the plot is drawn in a local folder, then its files are stored beside the tables
-        with tempfile.TemporaryDirectory() as tmp:
-            task.draw(trials, evaluations, Path(tmp) / "plot.png", sweep)
-            for made in Path(tmp).iterdir():  # the PNG and whatever the plot writes beside it (a table)
-                target = location(out).parent / (Path(out).stem + made.name[len("plot"):])
-                target.write_bytes(made.read_bytes())
-    else:
-        try:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            task.draw(trials, evaluations, Path(out), sweep)
-        except OSError as exc:  # an unwritable --out
-            return _error(f"cannot write the plot to {out}: {exc.strerror or exc}", 2)
-    print(f"wrote {out}")
     return 0
 
 
+@_reads_a_sweep
+def _cmd_report(args) -> int:
+    try:
+        page, twin = report.write(_sweep(args.target), args.out)
+    except report.OutputError as exc:  # an unwritable --out
+        return _error(str(exc), 2)
+    except report.ReportError as exc:
+        return _error(str(exc), 1)
+    print(f"wrote {page} and {twin}")
+    return 0
+
+
+@_reads_a_sweep
 def _cmd_dashboard(args) -> int:
     try:
         dashboard.serve(_sweep(args.target, args.overrides), args.host, args.port, args.every,
                         say=lambda m: print(m, flush=True))  # "no sweep under ..." (FileNotFoundError) first
     except KeyboardInterrupt:  # how a user stops it
         return 0
-    except SpecError as exc:
-        return _error(f"invalid sweep spec {exc}", 2)
-    except (FileNotFoundError, StorageError) as exc:
-        return _error(str(exc), 1)
+    except (FileNotFoundError, StorageError):  # no sweep there, or its storage unreachable: exit 1 (_reads_a_sweep)
+        raise
     except OSError as exc:  # the port is taken, or the address is not this machine's
         return _error(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", 2)
     return 0

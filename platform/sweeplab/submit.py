@@ -244,7 +244,8 @@ def submit(spec_path: str, overrides: list[str], address: str, *, wait: bool = F
     print(f"submitted job {job_id}\n  {job['metadata']['job_name']}: {job['entrypoint']}\n"
           f"  dashboard: {url}/#/jobs/{job_id}\n  logs:      ray job logs --address {url} --follow {job_id}\n"
           f"  progress:  sweeplab status {job['metadata']['storage']}\n"
-          f"  live:      sweeplab dashboard {job['metadata']['storage']}   (on this machine; it reads the storage)",
+          f"  live:      sweeplab dashboard {job['metadata']['storage']}   (on this machine; it reads the storage)\n"
+          f"  report:    sweeplab report {job['metadata']['storage']}   (once it ends: the sweep beside its paper)",
           flush=True)
     if not wait:
         return 0

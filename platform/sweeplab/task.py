@@ -19,7 +19,8 @@ import torch
 import sweeplab.tasks as pkg
 
 from . import config as C
-from .schema import arrow_type
+from .paper import Paper, check as check_paper
+from .schema import CORE_METRICS, arrow_type
 
 
 @dataclasses.dataclass
@@ -147,6 +148,8 @@ class Task:
                   on.
     bfloat16:     None when the task runs under ``dtype: bfloat16`` (:meth:`TrialContext.autocast`); else why it
                   cannot (such a spec is refused at load with this reason).
+    paper:        optional :class:`sweeplab.paper.Paper`: the paper's published numbers and the trials that measure
+                  each, what ``sweeplab report`` compares the sweep against (checked at registration).
     """
     name: str
     config: type
@@ -167,6 +170,7 @@ class Task:
     parallel: str = "data"
     batch_field: str | tuple[str, ...] | None = None
     bfloat16: str | None = None
+    paper: Paper | None = None
 
     @property
     def batch_fields(self) -> tuple[str, ...]:
@@ -225,6 +229,11 @@ def register_task(task: Task) -> Task:
                 arrow_type(tp)
             except TypeError as exc:
                 raise TypeError(f"task {task.name!r}: {what}[{col!r}]: {exc}") from None
+    if task.paper is not None:
+        try:
+            check_paper(task.paper, infos, (*task.metrics, *CORE_METRICS), task.eval_columns)
+        except ValueError as exc:
+            raise ValueError(f"task {task.name!r}: paper: {exc}") from None
     _REGISTRY[task.name] = task
     return task
 

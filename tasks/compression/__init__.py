@@ -2,7 +2,7 @@
 quantization independent?", ICASSP 2018. Model in ``model.py`` (layers, density), training in ``train.py``,
 data / evaluation / anchors / plot in their modules; configuration in ``config.py``.
 """
-from sweeplab.api import Needs, Task, register_task
+from sweeplab.api import Needs, Paper, Task, register_task
 
 from . import data, evaluate
 from .config import CompressionConfig
@@ -22,6 +22,11 @@ TASK = register_task(Task(
     reports=REPORTS,  # iteration, progress, loss, distortion, rate, psnr_train (autoencoder only)
     sources={"model": Needs((ARTIFACT,), same=("codec", "quantization", "m"),
                             doc="a trained autoencoder to evaluate without training")},
+    paper=Paper(title="T. Dumas, A. Roumy, C. Guillemot, \"Autoencoder based image compression: can the learning be "
+                      "quantization independent?\", ICASSP 2018",
+                note="The paper's text (the seed text sweeplab follows) prints no table of results: its "
+                     "rate-distortion comparisons are figures only (Figure 5), and the report never reads numbers off "
+                     "a figure. It shows the sweep's own figures and costs."),
     plot="plot:plot_rate_distortion",  # Figure 5
     summary=("psnr", "bpp", "bpp_coded"),
     batch_field="batch_size",  # the global mini-batch: batch_size / workers crops per rank (train.py)

@@ -12,6 +12,7 @@ from sweeplab.api import Task, register_task
 from . import data, train
 from .config import RegistrationConfig
 from .networks import build
+from .paper import PAPER
 
 TASK = register_task(Task(
     name="registration",
@@ -26,6 +27,7 @@ TASK = register_task(Task(
     reports=train.REPORTS,
     plot="plot:plot_registration",  # Dice per region group, the Table 1-like table, one pair's slices
     summary=("dice", "folding_percent", "seconds_per_pair"),
+    paper=PAPER,  # Tables 1 and 2: Dice per method and region, Flops and parameters, the ablation
     batch_field="batch_size",  # the global batch: each rank registers batch_size / workers pairs of it
     tiny={"volume_shape": (32, 32, 32), "n_subjects": 4, "n_test_subjects": 2, "deformation": 10.0,
           "iterations": 1, "report_every": 1, "n_test_pairs": 1},

@@ -8,7 +8,7 @@ the evaluation with its baselines (``evaluate.py``), the figures (``plot.py``) a
 (``testing.py``); configuration in ``config.py``.
 The stages are trials of one task (``stage``): a mapping sweep names its stage-1 trial with ``from_trials.vaes``.
 """
-from sweeplab.api import Needs, Task, register_task
+from sweeplab.api import Needs, Paper, Task, register_task
 
 from . import data, evaluate, networks, train
 from .config import REFERENCE_SIZE, RestorationConfig
@@ -57,6 +57,11 @@ TASK = register_task(Task(
                                doc="the stage-1 trial whose VAE1 and VAE2 the mapping is trained between"),
              train.DETECTOR: Needs((train.DETECTOR,), doc="a detector trial whose masks the mapping's evaluation "
                                    "uses (default: the true masks of the synthetic scratches)")},
+    paper=Paper(title="Z. Wan, B. Zhang, D. Chen, P. Zhang, D. Chen, J. Liao, F. Wen, \"Bringing old photos back to "
+                      "life\", CVPR 2020",
+                note="The paper's text (the seed text sweeplab follows) prints no table of results to compare: its "
+                     "comparisons are figures and examples only, and the report never reads numbers off a figure. It "
+                     "shows the sweep's own figures and costs."),
     plot="plot:plot_restoration",  # PSNR/SSIM per method and a grid of examples
     batch_field=("batch_vae1", "batch_vae2", "batch_size"),  # each network's global batch (those of its stage)
     summary=("psnr", "ssim", "psnr_degraded", "f1"),

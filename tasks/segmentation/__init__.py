@@ -8,6 +8,7 @@ over a trial's workers in ``train.py``; a BSDS500 fixture writer in ``testing.py
 from sweeplab.api import Task, register_task
 
 from . import data, train
+from .paper import PAPER
 from .config import SegmentationConfig
 from .model import build_model
 
@@ -26,5 +27,6 @@ TASK = register_task(Task(
     plot="plot:plot_segmentation",  # Figures 3 and 4, and the Figure 2-like panel from the kept label maps
     summary=("f_measure", "ap50", "ap70"),
     parallel="split",  # the images are shared out over the workers (train.py); one network per image
+    paper=PAPER,  # Section 3's average precision per method
     tiny={"n_mosaics": 2, "mosaic_size": 32, "T": 2, "M": 1, "p": 8, "q": 8, "K": 50, "keep_label_maps": 1},
 ))

@@ -10,6 +10,7 @@ from sweeplab.api import Task, register_task
 from . import data, train
 from .config import TaggingConfig
 from .models import build_model, input_shape
+from .paper import PAPER
 
 
 TASK = register_task(Task(
@@ -26,6 +27,7 @@ TASK = register_task(Task(
     trained_config=train.trained_config,  # the cost of the model trained: n_tags = len(data.tags)
     plot="plot:plot_tagging",  # Figure 1
     summary=("roc_auc", "pr_auc", "gmacs"),
+    paper=PAPER,  # Tables IV and V: MUSICNN on MTAT, VGG-CNN and MUSICNN on MSD
     batch_field="batch_size",  # the global batch, in equal shares over the workers (train.epoch_batches)
     tiny={"n_mels": 8, "hop_factor": 10, "n_clips": 20, "n_clips_limit": 2, "epochs": 1, "batch_size": 2},
 ))
