@@ -134,14 +134,13 @@ def compare(paper: Paper, trials: pd.DataFrame, evaluations: pd.DataFrame, confi
     repeats; None for one), the number of trials and configurations, the difference (sweep x scale - published),
     the data each ran on, and the trial ids it comes from. ``column`` maps a metric to its ``trials`` column."""
     done = trials[trials["status"] == "completed"] if len(trials) else trials
-    records = done.to_dict("records")
+    records = [(t, paper.data(t) if paper.data else "") for t in done.to_dict("records")]  # each with its data
     datasets = {p.data for p in paper.results if p.data}
     by_trial = evaluations.groupby("trial_id") if len(evaluations) else None
     out = []
     for p in paper.results:
         picked = []
-        for t in records:
-            on = paper.data(t) if paper.data else ""
+        for t, on in records:
             if not _matches(t, p.where) or (on in datasets and p.data and on != p.data):
                 continue
             value = _measure(p, t, by_trial, column)

@@ -50,11 +50,16 @@ def status(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def varying_fields(trials: pd.DataFrame, task) -> list[str]:
+    """The config fields whose values differ between the trials: what tells them apart."""
+    return [c for c in C.fields(task.config) if c in trials.columns and trials[c].nunique(dropna=False) > 1]
+
+
 def trials_table(trials: pd.DataFrame, task) -> str:
     """The end-of-run table: each trial's state, the config fields that vary, the task's summary metrics and cost."""
     if trials.empty:
         return ""
-    cfg_cols = [c for c in C.fields(task.config) if c in trials.columns and trials[c].nunique(dropna=False) > 1]
+    cfg_cols = varying_fields(trials, task)
     metric_cols = [c for c in dict.fromkeys((*task.summary, *CORE_METRICS)) if c in trials.columns]
     table = trials[["trial_id", "status", *cfg_cols, *metric_cols]]
     if "error" in trials.columns and trials["error"].notna().any():  # each failed trial's cause, last

@@ -24,6 +24,7 @@ from . import config as C
 from . import layout as L
 from . import paper as P
 from . import results, store
+from .render import varying_fields
 from .page import Code, Heading, Image, Section, Table, Text, to_html, to_markdown
 from .schema import error_cause, metric_column
 from .storage import Location, location
@@ -49,6 +50,11 @@ def _distinct(column: pd.Series) -> str:
 
 def _ids(ids: list[str]) -> str:
     return ", ".join(ids[:SHOWN_IDS]) + (f" ... ({len(ids)} in all)" if len(ids) > SHOWN_IDS else "")
+
+
+def _column(task, metric: str) -> str:
+    """The ``trials`` column of an objective or published metric: a task metric's, or a core column as it is."""
+    return metric_column(task, metric) if metric in task.metrics else metric
 
 
 def _hours(seconds: float) -> str:
@@ -114,14 +120,15 @@ def _what_ran(sweep: Location, info: dict, trials: pd.DataFrame, task) -> Sectio
     started, ended = done["started_at"].min(), done["ended_at"].max()
     wall = (ended - started).total_seconds() if len(done) and pd.notna(started) and pd.notna(ended) else None
     gpu_seconds = pd.to_numeric(trials["gpu_seconds"], errors="coerce").sum()
+    training = f"training {_hours(pd.to_numeric(trials['train_seconds'], errors='coerce').sum())} summed over trials"
+    planned = info.get("planned_trials", len(trials))
+    counts = ", ".join(f"{states.get(s, 0)} {s}" for s in ("completed", "stopped", "failed"))
     rows = [
         ("sweep", f"{info.get('name', sweep.name)} at `{sweep}`"),
         ("task", f"`{task.name}`: {task.paper.title if task.paper else '(no paper declared)'}"),
         ("spec", f"`{info.get('source') or '-'}` (resolved below), runner `{info.get('runner') or '-'}`"),
         ("objective", ", ".join(f"{m} ({mode})" for m, mode in zip(info.get("metrics", []), info.get("modes", [])))),
-        ("trials", f"{info.get('planned_trials', len(trials))} planned: " + ", ".join(
-            f"{states.get(s, 0)} {s}" for s in ("completed", "stopped", "failed"))
-         + f", {max(info.get('planned_trials', 0) - len(trials), 0)} without a result"),
+        ("trials", f"{planned} planned: {counts}, {max(planned - len(trials), 0)} without a result"),
         ("repeats and seeds", f"num_samples {spec.get('num_samples', 1)}; {seed_text}"),
         ("code version", _distinct(trials["code_version"])),
         ("hardware", f"device {_distinct(trials['device'])}; GPU {_distinct(trials['gpu_name'])}; "
@@ -130,26 +137,23 @@ def _what_ran(sweep: Location, info: dict, trials: pd.DataFrame, task) -> Sectio
                      f"Ray {_distinct(trials['ray_version'])}"),
         ("time", f"{started:%Y-%m-%d %H:%M:%S} to {ended:%Y-%m-%d %H:%M:%S} UTC (wall {_hours(wall)})"
          if wall is not None else "-"),
-        ("compute", f"training {_hours(pd.to_numeric(trials['train_seconds'], errors='coerce').sum())} summed over "
-                    f"trials; GPU-hours {gpu_seconds / 3600:.3g}" if gpu_seconds else
-         f"training {_hours(pd.to_numeric(trials['train_seconds'], errors='coerce').sum())} summed over trials; "
-         "no GPU"),
+        ("compute", f"{training}; " + (f"GPU-hours {gpu_seconds / 3600:.3g}" if gpu_seconds else "no GPU")),
     ]
     return Section("What ran", [Table(["what", "this sweep"], [[k, v] for k, v in rows]),
                                 Text("The resolved spec, every default filled in, is the last section.")])
 
 
-def _paper_section(task, trials: pd.DataFrame, evaluations: pd.DataFrame) -> tuple[Section, list[dict]]:
+def _paper_section(task, trials: pd.DataFrame, evaluations: pd.DataFrame) -> Section:
     paper = task.paper
     if paper is None:
-        return Section("The paper beside the sweep", [Text(f"Task `{task.name}` declares no paper.")]), []
+        return Section("The paper beside the sweep", [Text(f"Task `{task.name}` declares no paper.")])
     blocks = [Text(f"Paper: {paper.title}.")] + ([Text(paper.note)] if paper.note else [])
     if not paper.results:
         blocks.append(Text("The paper's text has no table to compare: the sections below give the sweep's own "
                            "figures and cost."))
-        return Section("The paper beside the sweep", blocks), []
+        return Section("The paper beside the sweep", blocks)
     rows = P.compare(paper, trials, evaluations, list(C.fields(task.config)),
-                     column=lambda m: metric_column(task, m) if m in task.metrics else m)
+                     column=lambda m: _column(task, m))
     other_data = False
     for table in dict.fromkeys(r["table"] for r in rows):
         lines = []
@@ -173,7 +177,7 @@ def _paper_section(task, trials: pd.DataFrame, evaluations: pd.DataFrame) -> tup
     if other_data:
         blocks.append(Text("Other data: the row's trials ran on other data than the paper's, so its difference "
                            "checks the pipeline, not the paper's result."))
-    return Section("The paper beside the sweep", blocks), rows
+    return Section("The paper beside the sweep", blocks)
 
 
 def pareto_front(points: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
@@ -205,14 +209,9 @@ def _pareto_png(points: pd.DataFrame, front: pd.DataFrame, metric: str) -> bytes
     return buf.getvalue()
 
 
-def varying(trials: pd.DataFrame, task) -> list[str]:
-    """The config fields whose values differ between the trials: what tells them apart."""
-    return [f for f in C.fields(task.config) if f in trials and trials[f].astype(str).nunique() > 1]
-
-
 def _cost_section(info: dict, trials: pd.DataFrame, task) -> Section:
     done = trials[trials["status"] == "completed"]
-    fields = varying(done, task)
+    fields = varying_fields(done, task)
     blocks = [Table(["", "min", "max", "sum"], [
         [name, _num(done[col].min()), _num(done[col].max()), _num(done[col].sum(min_count=1)) if summed else ""]
         for name, col, summed in (("parameters", "params", False), ("GMACs", "gmacs", False),
@@ -222,7 +221,7 @@ def _cost_section(info: dict, trials: pd.DataFrame, task) -> Section:
     if not metrics or not len(done):
         return Section("Cost", blocks + [Text("No completed trial with an objective: no Pareto front.")])
     metric, mode = metrics[0], modes[0]
-    column = metric_column(task, metric) if metric in task.metrics else metric
+    column = _column(task, metric)
     points = done[["trial_id", "gmacs", "params", "train_seconds", column, *fields]].copy()
     points[column] = pd.to_numeric(points[column], errors="coerce")
     points = points.dropna(subset=["gmacs", column])
@@ -239,11 +238,10 @@ def _cost_section(info: dict, trials: pd.DataFrame, task) -> Section:
     return Section("Cost and the quality-vs-GMACs Pareto front", blocks)
 
 
-def build(target) -> tuple[str, list[Section], list[dict]]:
-    """The report's title, sections and paper rows (:func:`sweeplab.paper.compare`)."""
+def build(target) -> tuple[Location, str, list[Section]]:
+    """The sweep, the report's title and its sections."""
     sweep, info, trials, evaluations, task = _read(target)
-    paper, rows = _paper_section(task, trials, evaluations)
-    sections = [_what_ran(sweep, info, trials, task), paper]
+    sections = [_what_ran(sweep, info, trials, task), _paper_section(task, trials, evaluations)]
     if not (trials["status"] == "completed").any():
         figures = [Text("No trial completed: no figure.")]
     elif task.plot is None:
@@ -262,14 +260,14 @@ def build(target) -> tuple[str, list[Section], list[dict]]:
             [r["trial_id"], error_cause(r["error"])] for r in failed.to_dict("records")])]))
     sections.append(Section("The resolved spec", [Code(json.dumps(spec, indent=1, default=str)) if spec else
                                                   Text("`sweep.json` holds no resolved spec (an older sweep).")]))
-    return f"Report of sweep {info.get('name', sweep.name)} ({task.name})", sections, rows
+    return sweep, f"Report of sweep {info.get('name', sweep.name)} ({task.name})", sections
 
 
 def write(target, out: str | None = None) -> tuple[Location, Location]:
     """Write the HTML page (default ``<sweep>/results/report.html``) and its Markdown twin beside it (same stem,
     ``.md``; its images in ``<stem>_files/``); returns their locations."""
-    title, sections, _ = build(target)
-    page = location(out) if out else L.results(results.results_dir(target).parent) / "report.html"
+    sweep, title, sections = build(target)
+    page = location(out) if out else L.results(sweep) / "report.html"
     stem = page.name[:-5] if page.name.endswith(".html") else page.name
     twin, files = page.parent / f"{stem}.md", f"{stem}_files"
     images = [b for s in sections for b in s.blocks if isinstance(b, Image)]
