@@ -8,7 +8,9 @@ The three cases of Section 4 map onto config values:
 * case 2 (learned step):     ``quantization=learned-step, gamma=10000``, evaluated over beta in B
 * case 3 (single gamma):     ``quantization=fixed-step, gamma=10000``, evaluated over beta in B
 
-``codec=jpeg`` / ``codec=jpeg2000`` are the anchors of Figure 5: no training, evaluated at every quality.
+``codec=jpeg`` / ``codec=jpeg2000`` / ``codec=hevc`` are the anchors of Figure 5: no training, evaluated at every
+quality (``hevc``: x265 through the optional pillow-heif, with the recorded ``hevc_preset``/``hevc_tune``;
+:mod:`.anchors`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from sweeplab.api import param
+
+from .anchors import X265_PRESETS, X265_TUNES, hevc_missing
 
 GAMMA_SET = (10000.0, 12000.0, 16000.0, 24000.0, 40000.0, 72000.0, 96000.0)  # S, Section 4
 BETA_SET = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)  # B, Section 4
@@ -61,8 +65,9 @@ _LEARNED_STEP = {"quantization": "learned-step"}
 
 @dataclass(frozen=True)
 class CompressionConfig:
-    codec: str = param("autoencoder", "autoencoder (the paper's method) or an anchor: jpeg, jpeg2000",
-                       choices=("autoencoder", "jpeg", "jpeg2000"))
+    codec: str = param("autoencoder", "autoencoder (the paper's method) or an anchor: jpeg, jpeg2000, hevc (H.265 "
+                       "intra by x265; needs the optional extra sweeplab[hevc])",
+                       choices=("autoencoder", "jpeg", "jpeg2000", "hevc"))
     quantization: str = param("fixed-step", "fixed-step: GDN/IGDN bit allocation, step 1 (cases 1 and 3); "
                               "learned-step: one learned delta_i per map + piecewise-linear density (case 2)",
                               choices=("fixed-step", "learned-step"), when=_AUTOENCODER)
@@ -118,6 +123,13 @@ class CompressionConfig:
     jpeg2000_rates: tuple[float, ...] = param((0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0),
                                               "JPEG 2000 target rates in bits per pixel", low=0.0,
                                               when={"codec": "jpeg2000"})
+    hevc_qualities: tuple[int, ...] = param((5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
+                                            "H.265 (x265) qualities of the anchor curve (-1: lossless)", low=-1,
+                                            high=100, when={"codec": "hevc"})
+    hevc_preset: str = param("veryslow", "x265 preset of the H.265 anchor (veryslow: the nearest to the paper's HM "
+                             "reference encoder)", choices=X265_PRESETS, when={"codec": "hevc"})
+    hevc_tune: str = param("psnr", "x265 tune of the H.265 anchor (psnr: no psycho-visual tuning, as HM)",
+                           choices=X265_TUNES, when={"codec": "hevc"})
 
     def __post_init__(self):
         # iterations = null means the authors' length for this gamma: resolved here so that every user of the
@@ -132,4 +144,6 @@ class CompressionConfig:
             problems.append(f"crop_size: {self.crop_size} is not a multiple of 16 (the encoder downsamples by 16)")
         if self.test_crop % 16:
             problems.append(f"test_crop: {self.test_crop} is not a multiple of 16")
+        if self.codec == "hevc" and (missing := hevc_missing()):
+            problems.append(f"codec: {missing}")
         return problems

@@ -14,7 +14,7 @@ same beta (as the authors' coder does), so the model, mu_i and those statistics 
 transmitted; every stream is decoded back and a mismatch stops the evaluation. ``rate_gap_bpp = bpp_coded - bpp``
 is the paper's comparison of exact and estimated rates (under 0.04 bpp there).
 
-Anchors (``codec`` jpeg / jpeg2000): one row per (setting, image), the rate being the real file size.
+Anchors (``codec`` jpeg / jpeg2000 / hevc): one row per (setting, image), the rate being the real file size.
 
 Every row has the keys :data:`ROW_KEYS` (None where a key does not apply) so all trials make one table.
 Under ``dtype: bfloat16`` g_e and g_d run under the trial's autocast; quantisation, rates and coding stay float32
@@ -116,14 +116,15 @@ def evaluate_autoencoder(model: torch.nn.Module, betas, test_images, extra_image
     return rows
 
 
-def evaluate_codec(codec: str, settings, test_images, log=print) -> list[dict]:
-    """Rows of a JPEG / JPEG 2000 anchor for each setting and test image."""
+def evaluate_codec(codec: str, settings, test_images, log=print, **options) -> list[dict]:
+    """Rows of a JPEG / JPEG 2000 / HEVC anchor for each setting and test image (``options``: the encoder's,
+    :func:`.anchors.encode_decode`)."""
     rows = []
     for setting in settings:
         setting_rows = [_row(method=codec, quality=float(r["setting"]), image=r["image"], bpp=r["bpp"],
                              bpp_coded=r["bpp"], rate_gap_bpp=0.0, psnr=r["psnr"], mse=r["mse"])
-                        for r in anchors.evaluate_anchor(codec, [setting], test_images)]
-        label = "quality" if codec == "jpeg" else "target bpp"
+                        for r in anchors.evaluate_anchor(codec, [setting], test_images, **options)]
+        label = "target bpp" if codec == "jpeg2000" else "quality"
         log(f"{codec} {label} {setting:g}: {_log_line(setting_rows)}")
         rows += setting_rows
     return rows
@@ -150,8 +151,10 @@ def evaluate(cfg, state, data, ctx) -> Evaluation:
         ref = 1.0 if 1.0 in betas else betas[0]
         chosen = [r for r in rows if r["beta"] == ref]
     elif cfg.codec in anchors.CODECS:
-        settings = tuple(cfg.jpeg_qualities if cfg.codec == "jpeg" else cfg.jpeg2000_rates)
-        rows = evaluate_codec(cfg.codec, settings, data.test_images, ctx.log)
+        settings = tuple({"jpeg": cfg.jpeg_qualities, "jpeg2000": cfg.jpeg2000_rates,
+                          "hevc": cfg.hevc_qualities}[cfg.codec])
+        options = {"preset": cfg.hevc_preset, "tune": cfg.hevc_tune} if cfg.codec == "hevc" else {}
+        rows = evaluate_codec(cfg.codec, settings, data.test_images, ctx.log, **options)
         middle = float(settings[len(settings) // 2])
         chosen = [r for r in rows if r["quality"] == middle]
     else:

@@ -6,7 +6,7 @@ as the authors average their PSNR arrays). Curves, each drawn only when its tria
 * case 1: fixed-step trials at beta = 1, one point per gamma, linked (only with more than one gamma);
 * case 2: each learned-step trial over its betas;
 * case 3: each fixed-step trial over its betas (only with more than one beta);
-* JPEG and JPEG 2000 over their settings.
+* JPEG, JPEG 2000 and H.265 (x265) over their settings.
 
 The autoencoder's rate is the paper's estimate (column ``bpp``, empirical entropy) unless ``rate="bpp_coded"``.
 """
@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-ANCHOR_LABELS = {"jpeg": "JPEG", "jpeg2000": "JPEG 2000"}
+ANCHOR_LABELS = {"jpeg": "JPEG", "jpeg2000": "JPEG 2000", "hevc": "H.265 (x265)"}
 
 
 def _with_config(trials: pd.DataFrame, evaluations: pd.DataFrame) -> pd.DataFrame:
@@ -81,7 +81,7 @@ def plot_rate_distortion(trials: pd.DataFrame, evaluations: pd.DataFrame, out_pa
     ax = fig.add_subplot()
     curves = rate_distortion_curves(trials, evaluations, rate)
     styles = {"case 1": ("o", "-"), "case 2": ("s", "-"), "case 3": ("^", "--"), "JPEG 2000": ("d", ":"),
-              "JPEG": ("x", ":")}
+              "JPEG": ("x", ":"), "H.265": ("v", "-.")}
     for label, curve in curves:
         marker, line = next((v for k, v in styles.items() if label.startswith(k)), ("o", "-"))
         ax.plot(curve["rate"], curve["psnr"], marker=marker, linestyle=line, label=label)

@@ -6,8 +6,9 @@ steps phi_1..phi_3 at 1/4, 1/2 and full resolution (Section 2.3, eq. 2); the mul
 L_sim = -sum_i gamma^(i-1) NCC_{w_i} with ``windows`` (w_1, w_2, w_3) = (11, 9, 7) and gamma = 0.5 (Section 2.4,
 eq. 3); the smoothness weight ``lambda_`` of eq. 5 (lambda = 1). Baselines of Table 1: VoxelMorph, SyN (ANTs),
 and the initial alignment (``identity``). The ablation of Table 2 is the switches ``accumulative``, ``uncoupled``
-and ``windows`` of ``model=ulae``: all off is the baseline U-shaped network on the concatenated pair with a single
-window-9 NCC.
+and ``windows`` of ``model=ulae``: all off is a U-shaped network on the concatenated pair with a single window-9
+NCC (ours: Table 2's Baseline row is VoxelMorph, whose figures it repeats from Table 1). VMx2 (Table 1: "we also
+doubled the channels of VM") is ``model=voxelmorph`` with ``vm_width=2``.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ DATASETS = ("embedded", "mindboggle", "ixi", "folder")
 LEARNED = ("ulae", "voxelmorph")  # the models that train (the others register without training)
 _LEARNED = {"model": LEARNED}
 _ULAE = {"model": "ulae"}
+_SYN = {"model": "syn"}
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,20 @@ class RegistrationConfig:
                             "pair (Table 2 baseline)", when=_ULAE)
     accumulative: bool = param(True, "three accumulative warping steps (Section 2.3); false: one full-resolution "
                                "flow (Table 2 baseline)", when=_ULAE)
+    final_warp: str = param("composed", "composed: the final image is M o phi, one resampling by the composed flow "
+                            "(Section 2.3: 'W can be acquired by M o phi'); chained: M_2 o phi_3, the image of the "
+                            "second step warped again (the authors' code; two resamplings)",
+                            choices=("composed", "chained"), when=_ULAE)
+    # VoxelMorph (Table 1's VM and VMx2)
+    vm_width: int = param(1, "VoxelMorph's channels times this: 1 is vm2 (Table 1's VM), 2 the paper's VMx2 "
+                          "('we also doubled the channels of VM')", low=1, when={"model": "voxelmorph"})
     # loss (Section 2.4)
     windows: tuple[int, ...] = param((11, 9, 7), "NCC windows w_i of the multi-window loss (eq. 3); one window: "
-                                     "plain local NCC", low=1, when=_LEARNED)
+                                     "single-window local NCC", low=1, when=_LEARNED)
     gamma: float = param(0.5, "weight gamma^(i-1) of window i (eq. 3)", low=0.0, when=_LEARNED)
-    ncc: str = param("squared", "squared: negative squared local NCC (the authors' code, as VoxelMorph; default: "
-                     "the published figures come from it); plain: negative local NCC as the paper's eq. 3 writes",
-                     choices=("squared", "plain"), when=_LEARNED)
+    ncc: str = param("plain", "plain: negative local NCC, as the paper's eq. 3 writes it; squared: negative "
+                     "squared local NCC (the authors' code and VoxelMorph's: the published tables come from it, so "
+                     "the paper-setting specs choose it)", choices=("plain", "squared"), when=_LEARNED)
     lambda_: float = param(1.0, "smoothness weight lambda of eq. 5: mean squared forward differences of the final "
                            "flow, averaged over the axes (the authors' code; eq. 4 writes a sum)", low=0.0,
                            when=_LEARNED)
@@ -59,7 +68,15 @@ class RegistrationConfig:
     checkpoint_every: int = param(1000, "iterations between checkpoints", low=1, when=_LEARNED)
     # SyN (ANTs through antspyx)
     syn_iterations: tuple[int, ...] = param((40, 20, 0), "SyN iterations per level, coarse to fine (ANTs' default "
-                                            "for SyN: 40x20x0)", low=0, when={"model": "syn"})
+                                            "for SyN: 40x20x0); the levels are their number, each shrinking the "
+                                            "volumes by 2 more (ANTsPy): (100, 70, 50, 20) is antsRegistrationSyN.sh's "
+                                            "8x4x2x1 with a non-zero finest level", low=0, when=_SYN)
+    syn_metric: str = param("mattes", "SyN's similarity metric (ANTs' names): mattes (Mattes mutual information, "
+                            "ANTsPy's default), CC (local cross-correlation), meansquares, demons; the paper names "
+                            "none", choices=("mattes", "CC", "meansquares", "demons"), when=_SYN)
+    syn_sampling: int = param(32, "the metric's parameter (ANTsPy's syn_sampling): histogram bins for mattes, the "
+                              "window radius for CC (antsRegistrationSyN.sh: 4); unused by meansquares and demons",
+                              low=1, when=_SYN)
     # data (Section 3): volumes affinely aligned to MNI152, cropped or padded, divided by their maximum
     dataset: str = param("embedded", "embedded: synthetic subjects made from nilearn's MNI152 template; "
                          "mindboggle: Mindboggle101 (DKT31 labels); ixi: IXI processed with FreeSurfer; "

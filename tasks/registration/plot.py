@@ -1,9 +1,14 @@
 """The figures of Shu et al. (MICCAI 2021): Dice per region group for each method (box plots, like the paper's
 figure of results), a Table 1-like table (average Dice, parameters, GMACs) written beside the PNG as Markdown, and
-the middle slice of the fixed, moving and warped volume with the deformation grid for one test pair (Fig. 3).
+the middle slice of the fixed, moving and warped volume with the deformation grid for one test pair; for a learned
+model also Fig. 3 (top: each accumulative step's displacement field as a grid; bottom: the moving image, the images
+warped by the steps M_1, M_2, final, and the fixed image) and Fig. 4(a, c) (the moving and fixed image, and the
+intensity differences between warping stages |M_1 - M|, |M_2 - M_1|, |final - M_2|, brighter for larger; Fig. 4(b),
+LapIRN's stages, needs LapIRN, which sweeplab does not have). VoxelMorph has one step, so its rows have one field
+and one difference.
 
 A "method" is one trial: its ``model`` and, when a sweep varies them, the settings that tell its trials apart
-(windows, lambda_, the ablation switches). Failed and stopped trials are left out. The slice panel needs the
+(windows, lambda_, the ablation switches). Failed and stopped trials are left out. The slice panels need the
 sweep's artifacts (the first test pair of the best learned trial, kept by ``train.evaluate``); without them the
 figure has the box plots only.
 """
@@ -20,7 +25,8 @@ from matplotlib.figure import Figure
 from sweeplab.api import open_source
 
 logger = logging.getLogger(__name__)
-SETTINGS = ("decoder", "uncoupled", "accumulative", "windows", "ncc", "lambda_")
+SETTINGS = ("decoder", "uncoupled", "accumulative", "final_warp", "vm_width", "windows", "ncc", "lambda_",
+            "syn_metric", "syn_iterations")
 
 
 def labels(trials: pd.DataFrame) -> dict[str, str]:
@@ -28,9 +34,14 @@ def labels(trials: pd.DataFrame) -> dict[str, str]:
     varied = [c for c in SETTINGS if c in trials and trials[c].astype(str).nunique() > 1]
     out = {}
     for _, t in trials.iterrows():
-        extra = [f"{c}={t[c]}" for c in varied if pd.notna(t[c])]
+        extra = [f"{c}={_shown(t[c])}" for c in varied if pd.notna(t[c])]
         out[t.trial_id] = t.model + (f" ({', '.join(extra)})" if extra else "")
     return out
+
+
+def _shown(value) -> str:
+    """A setting as a label shows it: a whole number without ".0" (an integer column with gaps reads as floats)."""
+    return f"{value:g}" if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def table(trials: pd.DataFrame, evaluations: pd.DataFrame) -> str:
@@ -81,6 +92,40 @@ def _example(trials: pd.DataFrame, sweep):
     return None
 
 
+def step_differences(example: dict) -> list[np.ndarray]:
+    """Fig. 4's |M_1 - M|, |M_2 - M_1|, ..., |final - M_(k-1)| of a kept example's slices."""
+    stages = [np.asarray(example["moving"]), *np.asarray(example["steps_warped"])]
+    return [np.abs(b - a) for a, b in zip(stages[:-1], stages[1:])]
+
+
+def _image(fig, rows: int, cols: int, index: int, img, title: str, cmap: str = "gray"):
+    a = fig.add_subplot(rows, cols, index)
+    a.imshow(np.asarray(img).T, cmap=cmap, origin="lower")  # x (axis 0) to the right, y up
+    a.set_title(title, fontsize=9)
+    a.axis("off")
+    return a
+
+
+def figures_3_and_4(fig, example: dict, rows: int) -> None:
+    """Rows 3-5 of the figure (module docstring): Fig. 3's fields and images, Fig. 4's step differences."""
+    flows, warped = np.asarray(example["steps_flow"]), np.asarray(example["steps_warped"])
+    k, cols = len(flows), len(flows) + 2
+    for i, flow in enumerate(flows):
+        a = fig.add_subplot(rows, cols, 2 * cols + 2 + i)
+        _grid(a, flow)
+        a.set_title(f"Fig. 3: phi_{i + 1}", fontsize=9)
+        a.axis("off")
+    stages = [("M", example["moving"]), *((f"M_{i + 1}" if i < k - 1 else "final", w) for i, w in enumerate(warped)),
+              ("F", example["fixed"])]
+    for i, (name, img) in enumerate(stages):
+        _image(fig, rows, cols, 3 * cols + 1 + i, img, f"Fig. 3: {name}")
+    names = ["M", *(f"M_{i + 1}" for i in range(k - 1)), "final"]
+    _image(fig, rows, cols, 4 * cols + 1, example["moving"], "Fig. 4(a): M")
+    for i, diff in enumerate(step_differences(example)):
+        _image(fig, rows, cols, 4 * cols + 2 + i, diff, f"Fig. 4(c): |{names[i + 1]} - {names[i]}|", cmap="magma")
+    _image(fig, rows, cols, 5 * cols, example["fixed"], "Fig. 4(a): F")
+
+
 def plot_registration(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path, sweep=None) -> None:
     """Write the PNG to ``out_path`` and the table to ``out_path`` with the suffix ``.md``."""
     out_path = Path(out_path)
@@ -88,9 +133,10 @@ def plot_registration(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path,
     evaluations = evaluations[evaluations.trial_id.isin(trials.trial_id)]
     out_path.with_suffix(".md").write_text(table(trials, evaluations))
     example = _example(trials, sweep)
-    fig = Figure(figsize=(14.0, 9.0 if example is not None else 5.0), dpi=100)
+    steps = example is not None and "steps_flow" in example
+    rows = 1 + (example is not None) + 3 * steps
+    fig = Figure(figsize=(14.0, 5.0 + 4.0 * (rows - 1)), dpi=100)
     FigureCanvasAgg(fig)
-    rows = 2 if example is not None else 1
     ax = fig.add_subplot(rows, 1, 1)
     names = labels(trials)
     groups = sorted(evaluations.group.dropna().unique())
@@ -112,13 +158,12 @@ def plot_registration(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path,
         panels = [("fixed", example["fixed"]), ("moving", example["moving"]),
                   (f"warped ({example['method']})", example["warped"])]
         for i, (title, img) in enumerate(panels):
-            a = fig.add_subplot(rows, 4, 5 + i)
-            a.imshow(np.asarray(img).T, cmap="gray", origin="lower")  # x (axis 0) to the right, y up
-            a.set_title(title, fontsize=9)
-            a.axis("off")
+            _image(fig, rows, 4, 5 + i, img, title)
         a = fig.add_subplot(rows, 4, 8)
         _grid(a, example["flow"])
         a.set_title(f"deformation, {example['pair']}", fontsize=9)
         a.axis("off")
+    if steps:
+        figures_3_and_4(fig, example, rows)
     fig.tight_layout()
     fig.savefig(out_path)

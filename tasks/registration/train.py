@@ -120,19 +120,20 @@ def train(cfg, data, ctx):
 
 
 def _register(cfg, net, moving, fixed, moving_labels, ctx):
-    """(warped labels, flow (1, 3, *size)) of one pair, by the trial's method."""
+    """(warped labels, flow (1, 3, *size), the network's output or None) of one pair, by the trial's method."""
     if cfg.model == "identity":
-        return moving_labels, torch.zeros((1, 3, *moving.shape[2:]), device=moving.device)
+        return moving_labels, torch.zeros((1, 3, *moving.shape[2:]), device=moving.device), None
     if cfg.model == "syn":
         from .syn import register_syn
         _, warped_labels, flow = register_syn(fixed[0, 0].cpu().numpy(), moving[0, 0].cpu().numpy(),
                                               moving_labels[0, 0].cpu().numpy(), tuple(cfg.syn_iterations),
-                                              ctx.seed)
+                                              ctx.seed, metric=cfg.syn_metric, sampling=cfg.syn_sampling)
         return (torch.as_tensor(np.asarray(warped_labels, np.int64))[None, None],
-                torch.as_tensor(np.asarray(flow, np.float32))[None])
+                torch.as_tensor(np.asarray(flow, np.float32))[None], None)
     with ctx.autocast():
-        flow = net(moving, fixed)["flow"].float()
-    return metrics.warp_labels(moving_labels, flow), flow
+        out = net(moving, fixed)
+    flow = out["flow"].float()
+    return metrics.warp_labels(moving_labels, flow), flow, out
 
 
 def evaluate(cfg, net, data, ctx):
@@ -150,7 +151,7 @@ def evaluate(cfg, net, data, ctx):
             moving, moving_labels = _volume(mov, ctx.device)
             fixed, fixed_labels = _volume(fix, ctx.device)
             t0 = time.perf_counter()
-            warped_labels, flow = _register(cfg, net, moving, fixed, moving_labels, ctx)
+            warped_labels, flow, out = _register(cfg, net, moving, fixed, moving_labels, ctx)
             seconds = time.perf_counter() - t0
             fold = float(layers.folding_percent(flow.cpu()))
             per_label = metrics.dice(fixed_labels[0, 0].cpu().numpy(), np.asarray(warped_labels.cpu())[0, 0],
@@ -166,7 +167,7 @@ def evaluate(cfg, net, data, ctx):
                       "dice": None if not math.isfinite(d) else float(d), "folding_percent": fold,
                       "seconds": seconds} for label, d in per_label.items()]
             if n == 0:
-                _keep_example(cfg, net, moving, fixed, flow, name, ctx)
+                _keep_example(cfg, moving, fixed, flow, out, name, ctx)
             ctx.log(f"pair {n + 1}/{len(pairs)} {name}: Dice {per_pair[-1]['dice']:.4f}, folding {fold:.3f}%")
     dices = np.array([p["dice"] for p in per_pair])
     return Evaluation({"dice": float(np.nanmean(dices)), "label_dice": float(np.nanmean([p["label_dice"]
@@ -177,13 +178,21 @@ def evaluate(cfg, net, data, ctx):
                       rows)
 
 
-def _keep_example(cfg, net, moving, fixed, flow, name, ctx) -> None:
-    """The middle axial slices of the first test pair (fixed, moving, warped, the flow's in-plane components),
-    kept as the artifact ``example`` for the plot's slice panel."""
-    warped = layers.SpatialTransformer(tuple(moving.shape[2:]))(moving.cpu(), flow.cpu())
+def _keep_example(cfg, moving, fixed, flow, out, name, ctx) -> None:
+    """The middle axial slices of the first test pair, kept as the artifact ``example`` for the plot: the fixed,
+    moving and final warped image and the flow's in-plane components; for a learned model also each step's flow
+    and warped image (``steps_flow`` (steps, 2, X, Y), ``steps_warped`` (steps, X, Y): M_1, M_2, ..., the last the
+    final warp), what Fig. 3 shows and Fig. 4's differences |M_1 - M|, |M_2 - M_1|, |final - M_2| are made of."""
     mid = moving.shape[-1] // 2
+    steps = {}
+    if out is None:
+        warped = layers.SpatialTransformer(tuple(moving.shape[2:]))(moving.cpu(), flow.cpu())
+    else:
+        warped = out["warped"].float().cpu()
+        steps = {"steps_flow": np.stack([f[0, :2, ..., mid].float().cpu().numpy() for f in out["flows"]]),
+                 "steps_warped": np.stack([w[0, 0, ..., mid].float().cpu().numpy() for w in out["warped_steps"]])}
     ctx.save_artifact(EXAMPLE, {"pair": name, "method": cfg.model,
                                 "fixed": fixed[0, 0, ..., mid].cpu().numpy(),
                                 "moving": moving[0, 0, ..., mid].cpu().numpy(),
                                 "warped": warped[0, 0, ..., mid].numpy(),
-                                "flow": flow[0, :2, ..., mid].cpu().numpy()})
+                                "flow": flow[0, :2, ..., mid].cpu().numpy(), **steps})

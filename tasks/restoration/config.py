@@ -37,6 +37,7 @@ _GAN = {"stage": ("vaes", "mapping")}
 _VAES = {"stage": "vaes"}
 _MAPPING = {"stage": "mapping"}
 _TRAINED = {"stage": ("mapping", "detector")}
+_DETECTOR = {"stage": "detector"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class RestorationConfig:
     nonlocal_block: bool = param(False, "the partial nonlocal block of Section 3.2 in T (the scratch model): holes "
                                  "of the scratch mask take global context, intact positions keep local features",
                                  when=_MAPPING)
+    nonlocal_kind: str = param("partial", "with nonlocal_block: partial, the block of Section 3.2 (holes excluded "
+                               "from the attention, mask fusion); plain, the nonlocal block it is compared with "
+                               "(attention over every position, added to the local features everywhere, no mask)",
+                               choices=("partial", "plain"), when=_MAPPING)
     # losses
     kl: float = param(1.0, "weight of the KL term (the reduced VAE of the authors' code: mean(mu^2))", low=0.0,
                       when=_VAES)
@@ -62,6 +67,9 @@ class RestorationConfig:
                             low=0.0, when=_VAES)
     latent_gan: float = param(1.0, "weight of the latent adversarial loss of VAE1 (eq. 2-3): E_R,X learns to fool "
                               "D_R,X, which separates Z_R from Z_X", low=0.0, when=_VAES)
+    latent_fool: str = param("both", "what E_R,X's latent term pushes: both, Z_R towards Z_X and Z_X towards Z_R "
+                             "(eq. 3's min-max, 0.5 x the sum); r_to_x, only Z_R judged as Z_X (the authors' code, "
+                             "weight 1 on the R samples)", choices=("both", "r_to_x"), when=_VAES)
     latent_l1: float = param(60.0, "lambda_1 of eq. 4: L1 between T(E_X(x)) and E_Y(y)", low=0.0, when=_MAPPING)
     gan: float = param(1.0, "weight of the LSGAN generator loss of the image discriminators", low=0.0, when=_GAN)
     feat_match: float = param(10.0, "lambda_2 of eq. 4 (and the VAEs' weight): L1 between the discriminators' "
@@ -71,10 +79,18 @@ class RestorationConfig:
                        "default is 0 (a spec with a weight and no file is refused)", low=0.0, when=_GAN)
     vgg_weights: str = param("", "a torchvision-format VGG19 state dict (vgg19-dcbb9e9d.pth) on local disk, for "
                              "the perceptual loss", when=_GAN)
+    vgg_input: str = param("imagenet", "what VGG19 sees: imagenet, the [-1, 1] images mapped to [0, 1] and "
+                           "ImageNet-normalised (as its weights were trained); code, the [-1, 1] images as they are "
+                           "(the authors' code)", choices=("imagenet", "code"), when=_GAN)
+    class_weight: str = param("intact", "alpha of eq. 7 per image: intact, the share of intact pixels (scratches "
+                              "weigh more, the stated aim); scratch, the share of scratch pixels (the seed text's "
+                              "formula as it literally reads)", choices=("intact", "scratch"), when=_DETECTOR)
     # optimisation (Adam 2e-4, betas (0.5, 0.999), separate optimisers per network, linear decay)
     optimizer: str = param("paper", "paper: Adam lr 2e-4, betas (0.5, 0.999) for every network; ttur: the "
-                           "authors' quality mapping model (T 1e-4, D 4e-4, betas (0, 0.9)); ttur applies to the "
-                           "mapping stage only", choices=("paper", "ttur"), when=_MAPPING)
+                           "authors' quality mapping model (T 1e-4, D 4e-4, betas (0, 0.9)); authors: each mapping "
+                           "as the authors trained it, ttur without the nonlocal block (the quality model), paper "
+                           "with it (the scratch model); ttur and authors apply to the mapping stage only",
+                           choices=("paper", "ttur", "authors"), when=_MAPPING)
     lr: float = param(2e-4, "Adam learning rate (optimizer=paper)", low=0.0)
     beta1: float = param(0.5, "Adam beta1 (optimizer=paper)", low=0.0, high=1.0)
     beta2: float = param(0.999, "Adam beta2 (optimizer=paper)", low=0.0, high=1.0)
@@ -112,15 +128,25 @@ class RestorationConfig:
     crop: int = param(256, "side of the random training crops and of the test crops (a multiple of 16: the "
                       "detector's U-Net halves it 4 times)", low=16, multiple_of=16)
     n_test: int = param(8, "held-out test images", low=1)
-    scratch_p: float = param(0.5, "share of the mapping stage's training samples with scratches pasted (the "
-                             "authors' loader: about half; the test set scratches every other image)",
-                             low=0.0, high=1.0)
+    scratch_p: float = param(0.5, "share of the scratch model's training samples with scratches pasted (the "
+                             "authors' loader: about half); a mapping without the nonlocal block (the quality "
+                             "model) trains on no scratches, as the authors'", low=0.0, high=1.0)
+    test_scratch_p: float | None = param(None, "share of the held-out test images with scratches pasted, spread "
+                                         "evenly; null: 0 for stages vaes and mapping (the authors' synthetic "
+                                         "test: no scratches), 0.5 for the detector (scored on those images)",
+                                         low=0.0, high=1.0)
+    mask_dilation: int = param(0, "evaluation of the scratch model: 3x3 dilations of the mask before it (the "
+                               "authors' test dilates the detected mask); 0: none", low=0, when=_MAPPING)
+    paste_mask: bool = param(False, "evaluation of the scratch model: paste the (dilated) mask white on the input "
+                             "before it, as the authors' test does; false: the input as degraded", when=_MAPPING)
     data_seed: int = param(0, "seed of the held-out test set (its crops, degradations and scratches)", low=0)
     n_examples: int = param(4, "test images kept as examples for the plot (degraded, mask, restored, clean)", low=0)
 
     def __post_init__(self):
         # null = the authors' value for this stage, resolved here so the trials table records what a trial used
         # (a copy made with dataclasses.replace keeps the resolved value).
+        if self.test_scratch_p is None:
+            object.__setattr__(self, "test_scratch_p", 0.5 if self.stage == "detector" else 0.0)
         epochs, decay = AUTHORS_EPOCHS[self.stage]
         for name, value in (("epochs", epochs), ("decay_epochs", decay)):
             if getattr(self, name) is None:

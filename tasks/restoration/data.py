@@ -17,29 +17,29 @@ Layouts (``dataset``):
   (:data:`EMBEDDED_OLD`) are made into the aged prints R by :func:`~.degrade.aged_print` seeded by ``data_seed``
   (NOT real old photos, and their scratch masks are known).
 
-Images with a side under ``crop`` are skipped with a warning naming them (as the authors' loader); unreadable
+Clean and test images with a side under ``crop`` are skipped with a warning naming them (as the authors' loader);
+old photos R that small are scaled up to the crop instead (the authors' loader of old photos); unreadable
 images, masks without a matching image or of another size, and missing or empty folders raise ``ValueError``
 naming them. Test image k is a ``crop`` x ``crop`` centre crop (embedded: the centred grid of crops of the few
-test bands, taken photo by photo in turn, as there are fewer photos than ``n_test``), degraded by
-:func:`~.degrade.degrade` and, on every other image (k odd), scratched; all from ``data_seed``, so every trial sees
-the same test.
+test bands, taken photo by photo in turn, as there are fewer photos than ``n_test``), degraded by the four
+operations of :func:`~.degrade.degrade` and never greyed (the authors' synthetic test), and scratched on a share
+``test_scratch_p`` of the images (:func:`scratched`); all from ``data_seed``, so every trial sees the same test.
 """
 from __future__ import annotations
 
 import functools
-import warnings
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from sweeplab.api import read_image
 
-from .degrade import aged_print, degrade, greyscale, paste_scratches, scratch_mask
+from .degrade import COLOUR, aged_print, degrade, greyscale, maybe_grey, paste_scratches, scratch_mask
+from .files import Files, clean_folder, images_in, kept, large_enough, layout_problems, old_photos, readers_of_old
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # scikit-image's bundled photographs (none downloads: lily, skin, eagle... do and are not used), disjoint roles
 # colour photographs: their left parts are Y, their right bands the held-out test (``held_out_split``)
 EMBEDDED_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle")
@@ -57,21 +57,6 @@ class TestImage:
     clean: np.ndarray
     degraded: np.ndarray
     mask: np.ndarray
-
-
-class Files(Sequence):
-    """Images (or masks) read from their files on access, ``read(path)``; a None path reads as None."""
-
-    def __init__(self, paths: Sequence[Path | None], read: Callable[[Path], np.ndarray]):
-        self.paths, self.read = list(paths), read
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return Files(self.paths[k], self.read)
-        return None if self.paths[k] is None else self.read(self.paths[k])
 
 
 @dataclass
@@ -92,94 +77,16 @@ class RestorationData:
         return [k for k, m in enumerate(masks.paths if isinstance(masks, Files) else masks) if m is not None]
 
 
-# ---------------------------------------------------------------------------------------------- reading files
-
-def images_in(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, in name order."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _size(path: Path) -> tuple[int, int]:
-    """(height, width) from the header; a ValueError names an unreadable file."""
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except Exception as exc:  # PIL raises several types for foreign or truncated files
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """float32 (H, W) in {0, 1}: white (> 127) is scratch; a ValueError names an unreadable file."""
-    return (read_image(path, mode="L") > 127).astype(np.float32)
-
-
-def _large_enough(what: str, size: tuple[int, int], crop: int) -> bool:
-    if min(size) < crop:
-        warnings.warn(f"skipped {what}: {size[0]} x {size[1]} is smaller than the {crop} x {crop} crop",
-                      stacklevel=3)
-        return False
-    return True
-
-
-def _kept(paths: list[Path], crop: int) -> list[Path]:
-    """The paths whose image has both sides >= crop (headers read now; the others warned about)."""
-    return [p for p in paths if _large_enough(str(p), _size(p), crop)]
-
-
-def clean_folder(clean_dir: str | Path) -> Path:
-    """The folder of Y's images: ``JPEGImages/`` of a Pascal VOC root, else ``clean_dir`` itself."""
-    root = Path(clean_dir).expanduser()
-    return root / "JPEGImages" if (root / "JPEGImages").is_dir() else root
-
-
-def layout_problems(cfg) -> list[str]:
-    """Cheap checks of the ``files`` folders (listings only), for the config's check at spec load."""
-    if cfg.dataset != "files":
-        return []
-    if not cfg.clean_dir:
-        return ["clean_dir: needed with dataset files (a Pascal VOC root or a folder of images)"]
-    problems = []
-    folders = [("clean_dir", clean_folder(cfg.clean_dir)), ("old_dir", cfg.old_dir), ("mask_dir", cfg.mask_dir),
-               ("test_dir", cfg.test_dir)]
-    for name, folder in folders:
-        if not folder:
-            continue
-        folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            problems.append(f"{name}: folder {str(folder)!r} does not exist")
-        elif not images_in(folder):
-            where = " (nor a JPEGImages/ folder with them)" if name == "clean_dir" else ""
-            problems.append(f"{name}: folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}){where}")
-    if cfg.mask_dir and not cfg.old_dir:
-        problems.append("mask_dir: its masks label the photos of old_dir, which is not set")
-    return problems
-
-
-def _old_photos(cfg, crop: int) -> tuple[list[Path], list[Path | None]]:
-    """R's image paths and their mask paths (or None) from ``old_dir`` and ``mask_dir``."""
-    if not cfg.old_dir:
-        return [], []
-    every = images_in(Path(cfg.old_dir).expanduser())
-    photos = _kept(every, crop)
-    by_stem, masks = {p.stem: p for p in every}, {}
-    for path in images_in(Path(cfg.mask_dir).expanduser()) if cfg.mask_dir else []:
-        image = by_stem.get(path.stem)
-        if image is None:
-            raise ValueError(f"mask {path} has no matching image (same name) in old_dir {cfg.old_dir}")
-        if _size(path) != _size(image):
-            raise ValueError(f"mask {path} is {_size(path)} but its image {image} is {_size(image)} (height, width)")
-        masks[path.stem] = path
-    return photos, [masks.get(p.stem) for p in photos]
-
+# ---------------------------------------------------------------------------------------------- the files layout
 
 def load_files(cfg) -> RestorationData:
     problems = layout_problems(cfg)
     if problems:
         raise ValueError("; ".join(problems))
     crop, n_test = int(cfg.crop), int(cfg.n_test)
-    clean = _kept(images_in(clean_folder(cfg.clean_dir)), crop)
+    clean = kept(images_in(clean_folder(cfg.clean_dir)), crop)
     if cfg.test_dir:
-        test_paths = _kept(images_in(Path(cfg.test_dir).expanduser()), crop)
+        test_paths = kept(images_in(Path(cfg.test_dir).expanduser()), crop)
         if len(test_paths) < n_test:
             raise ValueError(f"test_dir {cfg.test_dir} holds {len(test_paths)} usable images, n_test is {n_test}")
         test_paths = test_paths[:n_test]
@@ -188,13 +95,15 @@ def load_files(cfg) -> RestorationData:
             raise ValueError(f"clean_dir {cfg.clean_dir} holds {len(clean)} usable images: too few to hold out "
                              f"n_test = {n_test} and train on the rest (or set test_dir)")
         clean, test_paths = clean[:-n_test], clean[-n_test:]
-    old, old_masks = _old_photos(cfg, crop)
-    bank = Files([m for m in old_masks if m is not None], read_mask)
-    test = make_test([(p.stem, read_image(p)) for p in test_paths], crop, int(cfg.data_seed), bank, per_photo=1)
+    old, old_masks = old_photos(cfg, crop)
+    read_old, read_old_mask = readers_of_old(crop)
+    bank = Files([m for m in old_masks if m is not None], read_old_mask)
+    test = make_test([(p.stem, read_image(p)) for p in test_paths], crop, int(cfg.data_seed), bank, per_photo=1,
+                     scratch_share=cfg.test_scratch_p)
     source = (f"files: Y {len(clean)} from {clean_folder(cfg.clean_dir)}, R {len(old)}"
               f"{f' from {cfg.old_dir}' if cfg.old_dir else ''}, masks {len(bank) or 'procedural'}, test {len(test)} "
               f"from {cfg.test_dir or 'the last of Y'}")
-    return RestorationData(Files(clean, read_image), Files(old, read_image), Files(old_masks, read_mask), bank,
+    return RestorationData(Files(clean, read_image), Files(old, read_old), Files(old_masks, read_old_mask), bank,
                            test, source)
 
 
@@ -210,31 +119,40 @@ def _grid_crops(img: np.ndarray, crop: int, per_photo: int | None) -> list[np.nd
     return crops[:per_photo] if per_photo else crops
 
 
+def scratched(k: int, share: float) -> bool:
+    """Whether test image k gets scratches: spread evenly, floor((k + 1) share) > floor(k share), so the first n
+    images hold round(n share) of them to within one (share 0.5: the odd k; 0: none; 1: all)."""
+    return math.floor((k + 1) * share) > math.floor(k * share)
+
+
 def make_test(photos: list[tuple[str, np.ndarray]], crop: int, seed: int, bank: Sequence[np.ndarray] = (),
-              n: int | None = None, per_photo: int | None = 1) -> list[TestImage]:
+              n: int | None = None, per_photo: int | None = 1, scratch_share: float = 0.5) -> list[TestImage]:
     """Test images from (name, photo) pairs (module docstring): crops taken photo by photo in turn, the first
-    ``n`` (None: all); image k degraded with a generator of (seed, k), scratches pasted when k is odd (a mask of
-    ``bank`` when there is one, else a procedural one)."""
+    ``n`` (None: all); image k degraded by the four operations, never greyed (``degrade.COLOUR``: the authors'
+    synthetic test), with a generator of (seed, k); scratches pasted when :func:`scratched` (k, ``scratch_share``)
+    (a mask of ``bank`` when there is one, else a procedural one)."""
     per = [[(f"{name}" if len(c) == 1 else f"{name}-{i}", x) for i, x in enumerate(c)]
            for name, c in ((name, _grid_crops(img, crop, per_photo)) for name, img in photos)]
     order = [row[r] for r in range(max(map(len, per), default=0)) for row in per if r < len(row)][:n]
     out = []
     for k, (name, clean) in enumerate(order):
         rng = np.random.default_rng([seed, _TEST_STREAM, k])
-        degraded = degrade(np.ascontiguousarray(clean), rng)
+        degraded = degrade(np.ascontiguousarray(clean), rng, COLOUR)
         mask = np.zeros((crop, crop), np.float32)
-        if k % 2:
-            mask = _bank_mask(bank, crop, rng) if len(bank) else scratch_mask((crop, crop), rng)
+        if scratched(k, scratch_share):
+            mask = _bank_mask(bank, crop, rng)
             degraded = paste_scratches(degraded, mask)
         out.append(TestImage(name, np.ascontiguousarray(clean), degraded, mask))
     return out
 
 
 def _bank_mask(bank: Sequence[np.ndarray], crop: int, rng: np.random.Generator, tries: int = 10) -> np.ndarray:
-    """A random crop (and flip) of a random mask of the bank (its masks are at least crop on a side) with some
-    scratch in it: up to ``tries`` draws, then a procedural mask (a sample meant to be scratched always is)."""
+    """A scratch mask with some scratch in it (a sample meant to be scratched always is): a random crop (and flip)
+    of a random mask of the bank (its masks are at least crop on a side), else a procedural one (a small crop can
+    miss every curve), up to ``tries`` draws, then a procedural one."""
     for _ in range(tries):
-        mask = _random_crop(bank[int(rng.integers(len(bank)))], crop, rng)
+        mask = _random_crop(bank[int(rng.integers(len(bank)))], crop, rng) if len(bank) else \
+            scratch_mask((crop, crop), rng)
         if mask.any():
             return mask
     return scratch_mask((crop, crop), rng)
@@ -270,14 +188,15 @@ def held_out_split(img: np.ndarray, crop: int) -> tuple[np.ndarray | None, np.nd
     return (img[:, :cut] if cut >= crop else None), img[:, cut:]
 
 
-def load_embedded(crop: int, n_test: int, seed: int) -> RestorationData:
+def load_embedded(crop: int, n_test: int, seed: int, scratch_share: float = 0.5) -> RestorationData:
     def usable(names):
         return [(n, embedded_photo(n)) for n in names
-                if _large_enough(f"embedded photo {n}", embedded_photo(n).shape[:2], crop)]
+                if large_enough(f"embedded photo {n}", embedded_photo(n).shape[:2], crop)]
 
     photos = [(name, held_out_split(img, crop)) for name, img in usable(EMBEDDED_PHOTOS)]
     clean = [train for _, (train, _) in photos if train is not None]
-    test = make_test([(name, band) for name, (_, band) in photos], crop, seed, n=n_test, per_photo=None)
+    test = make_test([(name, band) for name, (_, band) in photos], crop, seed, n=n_test, per_photo=None,
+                     scratch_share=scratch_share)
     if len(test) < n_test:
         raise ValueError(f"the embedded test bands give {len(test)} crops of {crop}, n_test is {n_test}")
     old, masks = [], []
@@ -293,7 +212,7 @@ def load_embedded(crop: int, n_test: int, seed: int) -> RestorationData:
 def load_data(cfg) -> RestorationData:
     if cfg.dataset == "files":
         return load_files(cfg)
-    return load_embedded(int(cfg.crop), int(cfg.n_test), int(cfg.data_seed))
+    return load_embedded(int(cfg.crop), int(cfg.n_test), int(cfg.data_seed), cfg.test_scratch_p)
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -327,8 +246,7 @@ class Sampler:
         return _random_crop(images[int(self.rng.integers(len(images)))], self.crop, self.rng)
 
     def _mask(self) -> np.ndarray:
-        bank = self.data.mask_bank
-        return _bank_mask(bank, self.crop, self.rng) if len(bank) else scratch_mask((self.crop,) * 2, self.rng)
+        return _bank_mask(self.data.mask_bank, self.crop, self.rng)
 
     @staticmethod
     def _stack(images: list[np.ndarray]):
@@ -336,25 +254,30 @@ class Sampler:
         return torch.stack([to_tensor(img) for img in images])
 
     def clean(self, n: int):
-        """y (n, 3, c, c): crops of Y."""
-        return self._stack([self._pick(self.data.clean, "clean photos") for _ in range(n)])
+        """y (n, 3, c, c): crops of Y, each greyed with probability 0.1 on its own (stage 1's VAE2, as the
+        authors' loader)."""
+        return self._stack([maybe_grey(self.rng, self._pick(self.data.clean, "clean photos"))[0] for _ in range(n)])
 
     def old(self, n: int):
-        """r (n, 3, c, c): crops of R."""
-        return self._stack([self._pick(self.data.old, "old photos (old_dir)") for _ in range(n)])
+        """r (n, 3, c, c): crops of R, each greyed with probability 0.1 on its own (the authors' loader)."""
+        return self._stack([maybe_grey(self.rng, self._pick(self.data.old, "old photos (old_dir)"))[0]
+                            for _ in range(n)])
 
     def synthetic(self, n: int):
-        """x (n, 3, c, c): degrade() of crops of Y, no scratches (stage 1's X)."""
+        """x (n, 3, c, c): degrade() of crops of Y, no scratches (stage 1's X; greyed with probability 0.1 by
+        degrade's own draw, independently of the R and Y samples)."""
         return self._stack([degrade(self._pick(self.data.clean, "clean photos"), self.rng) for _ in range(n)])
 
     def pairs(self, n: int, scratch_p: float):
-        """(x, y, mask): x = degrade(y) with scratches pasted with probability ``scratch_p`` per sample; mask
-        (n, 1, c, c) in {0, 1}, zeros where none were pasted (the mapping stage, Section 3.2)."""
+        """(x, y, mask): x = degrade(y) by the four operations, then x and y greyed together with probability 0.1
+        (the authors' pair loader: T never has to invent colour), then scratches pasted on x with probability
+        ``scratch_p`` per sample; mask (n, 1, c, c) in {0, 1}, zeros where none were pasted (the mapping stage,
+        Section 3.2)."""
         import torch
         xs, ys, masks = [], [], []
         for _ in range(n):
             y = self._pick(self.data.clean, "clean photos")
-            x = degrade(y, self.rng)
+            x, y = maybe_grey(self.rng, degrade(y, self.rng, COLOUR), y)
             mask = self._mask() if self.rng.random() < scratch_p else np.zeros((self.crop,) * 2, np.float32)
             xs.append(paste_scratches(x, mask))
             ys.append(y)

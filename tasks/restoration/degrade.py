@@ -56,6 +56,9 @@ class Degradation:
 
 
 AUTHORS = Degradation()
+# the four operations without the greyscale draw: the held-out synthetic test's (the authors' never greys: a grey x
+# beside a colour y asks for colour the input does not hold) and the mapping pairs', which grey x and y together
+COLOUR = Degradation(grey_p=0.0)
 
 
 def _uint8(x: np.ndarray) -> np.ndarray:
@@ -115,6 +118,13 @@ def jpeg(img: np.ndarray, rng: np.random.Generator, params: Degradation = AUTHOR
 def greyscale(img: np.ndarray) -> np.ndarray:
     """PIL's luminance ("L": 0.299 R + 0.587 G + 0.114 B) replicated to 3 channels."""
     return np.repeat(np.asarray(Image.fromarray(img).convert("L"))[..., None], 3, axis=-1)
+
+
+def maybe_grey(rng: np.random.Generator, *images: np.ndarray, p: float = AUTHORS.grey_p) -> tuple[np.ndarray, ...]:
+    """``images`` all made grey together with probability ``p`` (one draw), else unchanged: the authors' loaders
+    grey each stage-1 sample on its own and a mapping pair's x and y together."""
+    grey = rng.random() < p
+    return tuple(greyscale(img) if grey else img for img in images)
 
 
 _OPERATIONS = {"blur": blur, "noise": noise, "resize": resize, "jpeg": jpeg}

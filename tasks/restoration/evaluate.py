@@ -5,14 +5,21 @@ Every test image is a clean crop y and its degraded version x (the authors' pipe
 about half of them: ``data.TestImage``). Rows of ``evaluations``, one per (trial, image, method):
 
 * stage ``vaes``: ``vae1`` = G_R,X(E_R,X(x)) against x (how well VAE1 reconstructs degraded photos), ``vae2`` =
-  G_Y(E_Y(y)) against y (an upper bound on what the mapping can give back); both from the latent means.
+  G_Y(E_Y(y)) against y (an upper bound on what the mapping can give back); both from the latent means. The trial
+  metric ``latent_gap`` measures the paper's claim that VAE1 maps R and X into one latent space (Section 3.1): the
+  Frechet distance between Gaussians fitted to the latent vectors (one per latent position) of E_R,X(r) over
+  centre crops of the old photos (the training ones: there are no held-out old photos) and of E_R,X(x) over the
+  test images (:func:`frechet`; ours, the paper shows the gap only as a t-SNE figure).
 * stage ``mapping``: ``restored`` = G_Y(T(E_R,X(x))) against y, the whole pipeline; the baselines in the same table:
   ``degraded`` (x itself), ``no_mapping`` (G_Y(E_R,X(x)): the two latent spaces without T, the ablation that
   shows what T learned) and ``classical`` (scikit-image's non-local-means denoising, then biharmonic inpainting
   of the scratch mask). The mask the nonlocal block and the inpainting use is the detector's at threshold 0.4 when
-  the sweep names ``from_trials.detector``, else the true mask of the synthetic scratches (``mask_source``).
+  the sweep names ``from_trials.detector``, else the true mask of the synthetic scratches (``mask_source``);
+  ``mask_dilation`` 3x3 dilations of it, and ``paste_mask`` pastes it white on the scratch model's input (the
+  authors' test does both with the detected mask).
 * stage ``detector``: ``detector`` rows on the scratched test images: precision, recall, F1 and IoU of the
-  thresholded mask (0.4) against the pasted scratches.
+  thresholded mask (0.4) against the pasted scratches; an image where nothing is predicted has precision 0 (not
+  undefined: dropping it from the mean would reward a detector that gives up on hard images).
 
 PSNR and SSIM are scikit-image's on 8-bit RGB (data range 255). LPIPS and FID need pretrained networks that cannot
 be downloaded here; they are not computed. Trial metrics are the means over images.
@@ -22,13 +29,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from scipy.linalg import sqrtm
+from scipy.ndimage import binary_dilation
 from skimage.restoration import denoise_nl_means, estimate_sigma, inpaint_biharmonic
 
 from sweeplab.api import Evaluation
 
 from .config import THRESHOLD
 from .data import to_image, to_tensor
-from .degrade import greyscale
+from .files import upscaled
+from .degrade import greyscale, paste_scratches
 from .train import DETECTOR
 
 EXAMPLES = "examples"  # the artifact with a few test images' degraded / mask / restored / clean, for the plot
@@ -37,7 +47,7 @@ ROWS = {"image": str, "method": str, "scratched": bool, "mask_source": str, "psn
 METRICS = {"psnr": float, "ssim": float, "psnr_degraded": float, "ssim_degraded": float, "psnr_classical": float,
            "ssim_classical": float, "psnr_no_mapping": float,
            "ssim_no_mapping": float, "psnr_gain": float, "psnr_vae1": float, "ssim_vae1": float,
-           "precision": float, "recall": float, "f1": float, "iou": float, "test_images": int}
+           "precision": float, "recall": float, "f1": float, "iou": float, "latent_gap": float, "test_images": int}
 
 
 def quality(out: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -46,11 +56,12 @@ def quality(out: np.ndarray, target: np.ndarray) -> dict[str, float]:
 
 
 def mask_scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Precision, recall, F1 and IoU of a binary mask (NaN where undefined: nothing predicted, or nothing true)."""
+    """Precision, recall, F1 and IoU of a binary mask; nothing predicted where something is true has precision 0
+    (module docstring); NaN where undefined (nothing predicted nor true)."""
     p, t = predicted.astype(bool), true.astype(bool)
     tp, fp, fn = float((p & t).sum()), float((p & ~t).sum()), float((~p & t).sum())
     nan = float("nan")
-    precision = tp / (tp + fp) if tp + fp else nan
+    precision = tp / (tp + fp) if tp + fp else (0.0 if tp + fn else nan)
     recall = tp / (tp + fn) if tp + fn else nan
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan
     return {"precision": precision, "recall": recall, "f1": f1, "iou": tp / (tp + fp + fn) if tp + fp + fn else nan}
@@ -82,6 +93,43 @@ def detect(detector, img: np.ndarray, device) -> np.ndarray:
     return (torch.sigmoid(detector(_grey(img, device)))[0, 0] > THRESHOLD).cpu().numpy()
 
 
+def frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to the rows of ``a`` and of ``b`` (n, d):
+    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = sqrtm(s_a @ s_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * root))
+
+
+def _centre(img: np.ndarray, crop: int) -> np.ndarray:
+    img = upscaled(img, crop)
+    y, x = (img.shape[0] - crop) // 2, (img.shape[1] - crop) // 2
+    return img[y:y + crop, x:x + crop]
+
+
+@torch.no_grad()
+def latent_gap(encode, old: list[np.ndarray], degraded: list[np.ndarray], crop: int, device) -> float:
+    """:func:`frechet` between the latent vectors of E(r) over centre crops of ``old`` and of E(x) over
+    ``degraded`` (module docstring); NaN without old photos."""
+    def vectors(images):
+        z = torch.cat([encode(_batch(img, device)).float() for img in images])
+        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).cpu().double().numpy()
+    if not old or not degraded:
+        return float("nan")
+    return frechet(vectors([_centre(img, crop) for img in old]), vectors(degraded))
+
+
+def prepared(image: np.ndarray, mask: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """(input, mask) of the scratch model: the mask dilated ``mask_dilation`` times by 3x3 and, with
+    ``paste_mask``, pasted white on the input (the authors' test); as they are without the block."""
+    if not cfg.nonlocal_block:
+        return image, mask
+    if cfg.mask_dilation:
+        mask = binary_dilation(mask, np.ones((3, 3), bool), iterations=cfg.mask_dilation)
+    return (paste_scratches(image, mask) if cfg.paste_mask else image), mask
+
+
 def _row(image, method, scratched, mask_source=None, **values) -> dict:
     return {"image": image.name, "method": method, "scratched": scratched, "mask_source": mask_source, **values}
 
@@ -102,7 +150,8 @@ def evaluate(cfg, nets, data, ctx) -> Evaluation:
                     mask, mask_source = detect(nets[DETECTOR], image.degraded, device), "detector"
                 else:
                     mask, mask_source = image.mask > 0.5, "true"
-                x = _batch(image.degraded, device)
+                x_in, mask = prepared(image.degraded, mask, cfg)
+                x = _batch(x_in, device)
                 m = torch.as_tensor(mask, dtype=torch.float32, device=device)[None, None]
                 z_x = nets["vae1"].encode(x)
                 z = nets["mapping"](z_x, m)  # without the nonlocal block the mask is ignored
@@ -121,9 +170,14 @@ def evaluate(cfg, nets, data, ctx) -> Evaluation:
                 if k < 2 * cfg.n_examples:
                     examples.append({"name": image.name, "degraded": image.degraded,
                                      "mask": predicted.astype(np.uint8), "true_mask": image.mask.astype(np.uint8)})
+        metrics = summarise(cfg.stage, rows, len(data.test))
+        if cfg.stage == "vaes":
+            old = [data.old[k] for k in range(min(len(data.old), cfg.n_test))]
+            metrics["latent_gap"] = latent_gap(nets["vae1"].encode, old, [t.degraded for t in data.test], cfg.crop,
+                                               device)
     if examples:
         ctx.save_artifact(EXAMPLES, {"stage": cfg.stage, "examples": examples})
-    return Evaluation(metrics=summarise(cfg.stage, rows, len(data.test)), rows=rows)
+    return Evaluation(metrics=metrics, rows=rows)
 
 
 def _mean(rows, method, key) -> float:

@@ -68,17 +68,21 @@ class VGGLoss(nn.Module):
         return sum(w * F.l1_loss(a, b.detach()) for w, a, b in zip(VGG_WEIGHTS, fx, fy))
 
 
-def class_balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def class_balanced_bce(logits: torch.Tensor, target: torch.Tensor, alpha: str = "intact") -> torch.Tensor:
     """L_CE of Section 3.3: alpha (-y log p) + (1 - alpha)(-(1 - y) log(1 - p)), p = sigmoid(logits), y = 1 at
     scratches; alpha per image = the fraction of intact (y = 0) pixels, so where scratches are rare a scratch
     pixel weighs more than an intact one (alpha > 1/2). Averaged over pixels and images (the paper sums over
     pixels: a constant factor). F.binary_cross_entropy_with_logits with the weight map: stable for large logits.
     An image with no scratch has alpha = 1 and adds nothing, as the formula gives.
     (The seed report writes alpha = |y = 1| / (|y = 1| + |y = 0|), the scratch fraction, which with this formula
-    would weigh the rare scratches less; we follow REFERENCES.md and the stated aim, scratches weigh more.)"""
+    would weigh the rare scratches less; we follow REFERENCES.md and the stated aim, scratches weigh more.
+    ``alpha="scratch"`` gives that literal reading: alpha = the fraction of scratch pixels.)"""
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
     target = target.to(logits.dtype)
-    alpha = (1 - target).flatten(1).mean(dim=1).view(-1, *([1] * (target.dim() - 1)))
+    if alpha not in ("intact", "scratch"):
+        raise ValueError(f"alpha {alpha!r}: intact or scratch")
+    positive = target if alpha == "scratch" else 1 - target
+    alpha = positive.flatten(1).mean(dim=1).view(-1, *([1] * (target.dim() - 1)))
     weight = alpha * target + (1 - alpha) * (1 - target)
     return F.binary_cross_entropy_with_logits(logits, target, weight=weight)

@@ -231,16 +231,19 @@ class Mapping(nn.Module):
     """T of Section 3.1 (the code's Mapping_Model / Mapping_Model_with_mask): convs 3x3 + IN + ReLU channels ->
     width/4 -> width/2 -> width -> width, [``PartialNonLocal`` (Section 3.2) when ``nonlocal_block``], n_res
     residual blocks, convs width -> width -> width/2 -> width/4 (+ IN + ReLU), conv 3x3 width/4 -> channels.
-    ``forward(z, mask)``: mask (B, 1, H, W) at image resolution (``latent_hole``); ignored without the block."""
+    ``forward(z, mask)``: mask (B, 1, H, W) at image resolution (``latent_hole``); ignored without the block.
+    ``plain``: the plain nonlocal block the paper compares with instead, x + (the global branch with attention over
+    every position), the same at holes and intact positions; it ignores the mask."""
 
     def __init__(self, channels: int = 64, width: int = 512, n_res: int = 6, nonlocal_block: bool = False,
-                 zero_w: bool = True):
+                 zero_w: bool = True, plain: bool = False):
         super().__init__()
         if width % 4:
             raise ValueError(f"width {width}: must be a multiple of 4 (widths width/4, width/2, width)")
         plan = [channels, width // 4, width // 2, width, width]
         self.head = nn.Sequential(*(m for a, b in zip(plan, plan[1:]) for m in conv_in_relu(a, b, 3, padding=1)))
         self.nonlocal_block = PartialNonLocal(width, zero_w=zero_w) if nonlocal_block else None
+        self.plain = plain
         back = plan[:0:-1]  # width, width, width/2, width/4
         self.body = nn.Sequential(*(ResBlock(width) for _ in range(n_res)),
                                   *(m for a, b in zip(back, back[1:]) for m in conv_in_relu(a, b, 3, padding=1)),
@@ -248,7 +251,9 @@ class Mapping(nn.Module):
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.head(z)
-        if self.nonlocal_block is not None:
+        if self.nonlocal_block is not None and self.plain:
+            x = x + self.nonlocal_block.plain(x)  # Wang et al.'s residual nonlocal block: blind to the mask
+        elif self.nonlocal_block is not None:
             x = self.nonlocal_block(x, None if mask is None else latent_hole(mask, x.shape[2:]))
         return self.body(x)
 

@@ -1,15 +1,18 @@
 """The three training stages of Wan et al. (CVPR 2020, Section 3; schedules and batches from the authors' code).
 
 Every network is trained with its own Adam optimiser (lr 2e-4, betas (0.5, 0.999); ``optimizer=ttur`` gives the
-authors' quality mapping model T 1e-4 / D 4e-4, betas (0, 0.9)), at the full rate for ``epochs`` and then
+authors' quality mapping model T 1e-4 / D 4e-4, betas (0, 0.9), and ``optimizer=authors`` ttur for the quality model,
+the paper's rates for the scratch model), at the full rate for ``epochs`` and then
 linearly decayed to zero over ``decay_epochs`` (the decay is applied per step). One epoch is ``epoch_images``
 images (0: the training set) at the network's global batch size. Each GAN step updates the generator side first,
 then its discriminators on the detached outputs (the pix2pixHD order the authors' code follows).
 
 * stage ``vaes``: VAE1, then VAE2, one after the other in the same trial (the authors train them separately, with
   batches 100 and 120). VAE1's batch is half real old photos R and half synthetic X (``data.is_old``; the authors
-  truncate to min(#R, #X)); it minimises eq. 1 for r and x and fools the latent discriminator D_R,X of eq. 2-3,
-  which is trained to output 1 on Z_R and 0 on Z_X. VAE2 minimises eq. 1 on Y.
+  truncate each batch to min(#R, #X)); its epoch is the clean set's size (the authors' epoch: their loader walks
+  the clean photos, old photos drawn beside them), not min(#R, #Y); it minimises eq. 1 for r and x and fools the
+  latent discriminator D_R,X of eq. 2-3, which is trained to output 1 on Z_R and 0 on Z_X (``latent_fool``: eq. 3's
+  two-sided term, or the code's one-sided one). VAE2 minimises eq. 1 on Y.
 * stage ``mapping``: the VAEs of the stage-1 trial named by ``from_trials.vaes`` are loaded and frozen (never
   trained again, so a sweep over the mapping's weights reuses them); T maps E_R,X(x) towards E_Y(y) (both latent
   means), the restored image G_Y(T(z_x)) is judged by a discriminator conditioned on x (6 input channels).
@@ -134,14 +137,14 @@ def _phase(name, nets, opts, batches, step, per_epoch) -> Phase:
     return Phase(name, nets, opts, batches, step, per_epoch, {k: o.param_groups[0]["lr"] for k, o in opts.items()})
 
 
-def _batches(cfg, data, ctx, network: str, kind: str, field: str) -> StepBatches:
+def _batches(cfg, data, ctx, network: str, kind: str, field: str, scratch_p: float = 0.0) -> StepBatches:
     """The batches of ``network`` at the global batch ``cfg.<field>``, this rank's share of each."""
     batch = getattr(cfg, field)
     if batch % ctx.world_size:  # checked at spec load when the core knows the field (Task.batch_field)
         raise ValueError(f"{field} {batch} does not split evenly over {ctx.world_size} workers (each rank trains "
                          f"on {field} / workers samples of every batch): use a multiple of {ctx.world_size}")
     return StepBatches(data, cfg.crop, kind, batch, ctx.seed, STREAMS[network], ctx.rank, ctx.world_size,
-                       cfg.scratch_p)
+                       scratch_p)
 
 
 def _to(batch: tuple, device) -> tuple:
@@ -151,7 +154,7 @@ def _to(batch: tuple, device) -> tuple:
 def _vgg(cfg, device):
     if cfg.vgg <= 0:
         return None
-    return losses.VGGLoss(networks.load_vgg19(cfg.vgg_weights).to(device).eval())
+    return losses.VGGLoss(networks.load_vgg19(cfg.vgg_weights, cfg.vgg_input == "imagenet").to(device).eval())
 
 
 def _generator_terms(cfg, disc, fake, real, vgg) -> tuple[torch.Tensor, dict[str, float], list]:
@@ -200,6 +203,23 @@ def latent_shares(indices: range, batch: int, world_size: int) -> list[tuple[lis
     return shares
 
 
+def latent_gan(preds, kinds, old_is_real: bool) -> torch.Tensor:
+    """0.5 (LSGAN of D_R,X's predictions on Z_R with target ``old_is_real`` + on Z_X with the other target), each
+    term this rank's weighted share of its kind's mean over the global batch (``kinds``: (rows, weight, old) as
+    :func:`latent_shares`, rows a bool tensor; module docstring)."""
+    return 0.5 * sum(weight * losses.lsgan([[scale[-1][rows]] for scale in preds], old == old_is_real)
+                     for rows, weight, old in kinds)
+
+
+def latent_fool(preds, kinds, mode: str = "both") -> torch.Tensor:
+    """E_R,X's latent term (``latent_fool``): ``both``, Z_X judged as Z_R and Z_R as Z_X (eq. 3's labels swapped,
+    0.5 x the sum); ``r_to_x``, only Z_R judged as Z_X, weight 1 (the authors' code)."""
+    if mode == "both":
+        return latent_gan(preds, kinds, old_is_real=False)
+    return sum(weight * losses.lsgan([[scale[-1][rows]] for scale in preds], False) for rows, weight, old in kinds
+               if old)
+
+
 def vae_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]:
     """Stage 1: VAE1 with D_R,X and an image D, then VAE2 with its image D (module docstring)."""
     vgg = _vgg(cfg, ctx.device)
@@ -216,12 +236,6 @@ def vae_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]
     kinds = [(torch.tensor(rows, device=ctx.device), weight, old)
              for rows, weight, old in latent_shares(b1.indices, b1.batch, ctx.world_size)]
 
-    def latent_gan(preds, old_is_real: bool) -> torch.Tensor:
-        """0.5 (LSGAN of D_R,X's predictions on Z_R with target ``old_is_real`` + on Z_X with the other target),
-        each term this rank's weighted share of its kind's mean over the global batch (module docstring)."""
-        return 0.5 * sum(weight * losses.lsgan([[scale[-1][rows]] for scale in preds], old == old_is_real)
-                         for rows, weight, old in kinds)
-
     def vae_loss(vae, disc, images):
         out = vae(images)  # through the data-parallel wrapper, so that the ranks average the VAE's gradients
         mean, rec = out["mean"], out["x_hat"]
@@ -234,13 +248,12 @@ def vae_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]
         (images,) = _to(batch, ctx.device)
         with ctx.autocast():
             mean, rec, loss, pred_real, parts = vae_loss(g1, d1, images)
-            # the encoder fools D_R,X: Z_X judged as Z_R and Z_R as Z_X (eq. 3's labels swapped)
-            fool = latent_gan(dl(mean), old_is_real=False)
+            fool = latent_fool(dl(mean), kinds, cfg.latent_fool)
             loss = loss + cfg.latent_gan * fool
         loss_g = _update(opt["g1"], loss)
         d = _discriminator_step(ctx, d1, opt["d1"], pred_real, rec)
         with ctx.autocast():
-            loss_dl = latent_gan(dl(mean.detach()), old_is_real=True)  # D_R,X: 1 on Z_R, 0 on Z_X (eq. 2)
+            loss_dl = latent_gan(dl(mean.detach()), kinds, old_is_real=True)  # D_R,X: 1 on Z_R, 0 on Z_X (eq. 2)
         d_lat = _update(opt["dl"], loss_dl)
         return {"loss": loss_g, "loss_d": d, "loss_latent_d": d_lat, "latent_fool": fool.item(), **parts}
 
@@ -251,9 +264,8 @@ def vae_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]
         loss_g = _update(opt["g2"], loss)
         return {"loss": loss_g, "loss_d": _discriminator_step(ctx, d2, opt["d2"], pred_real, rec), **parts}
 
-    n_r = min(len(data.old), len(data.clean))
     phases = [_phase("vae1", {"vae1": g1, "d1": d1, "dl": dl}, {k: opt[k] for k in ("g1", "d1", "dl")}, b1,
-                     step_vae1, steps_per_epoch(cfg, n_r, cfg.batch_vae1)),
+                     step_vae1, steps_per_epoch(cfg, len(data.clean), cfg.batch_vae1)),
               _phase("vae2", {"vae2": g2, "d2": d2}, {k: opt[k] for k in ("g2", "d2")}, b2, step_vae2,
                      steps_per_epoch(cfg, len(data.clean), cfg.batch_vae2))]
     return phases, {"vae1": vae1, "vae2": vae2}
@@ -277,7 +289,15 @@ def load_detector(source, device) -> networks.ScratchUNet:
 
 
 def build_mapping(cfg) -> networks.Mapping:
-    return networks.Mapping(cfg.ngf, width=cfg.mapping_width, nonlocal_block=cfg.nonlocal_block)
+    return networks.Mapping(cfg.ngf, width=cfg.mapping_width, nonlocal_block=cfg.nonlocal_block,
+                            plain=cfg.nonlocal_kind == "plain")
+
+
+def mapping_optimizer(cfg) -> str:
+    """``paper`` or ``ttur`` for this mapping: ``authors`` is ttur for the quality model, paper for the scratch one."""
+    if cfg.optimizer == "authors":
+        return "paper" if cfg.nonlocal_block else "ttur"
+    return cfg.optimizer
 
 
 def mapping_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Module]]:
@@ -287,11 +307,12 @@ def mapping_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Modu
     mapping = build_mapping(cfg)
     t = ctx.prepare_model(mapping)
     d = ctx.prepare_model(networks.MultiscaleDiscriminator(6, spectral_norm=cfg.spectral_norm))
-    if cfg.optimizer == "ttur":
+    if mapping_optimizer(cfg) == "ttur":
         opt = {"t": adam(t.parameters(), cfg, 1e-4, (0.0, 0.9)), "d": adam(d.parameters(), cfg, 4e-4, (0.0, 0.9))}
     else:
         opt = {"t": adam(t.parameters(), cfg), "d": adam(d.parameters(), cfg)}
-    batches = _batches(cfg, data, ctx, "mapping", "pairs", "batch_size")
+    # scratches belong to the scratch model: the quality model (no block) trains on none, as the authors'
+    batches = _batches(cfg, data, ctx, "mapping", "pairs", "batch_size", cfg.scratch_p if cfg.nonlocal_block else 0.0)
 
     def step(i: int, batch: tuple) -> dict[str, float]:
         x, y, mask = _to(batch, ctx.device)
@@ -323,7 +344,7 @@ def detector_phases(cfg, data, ctx) -> tuple[list[Phase], dict[str, torch.nn.Mod
     def step(i: int, batch: tuple) -> dict[str, float]:
         grey, mask = _to(batch, ctx.device)
         with ctx.autocast():
-            loss = losses.class_balanced_bce(u(grey), mask)
+            loss = losses.class_balanced_bce(u(grey), mask, cfg.class_weight)
         return {"loss": _update(opt["u"], loss)}
 
     n_images = len(data.clean) + len(data.masked_old)

@@ -10,7 +10,11 @@ input costs) directly:
   trials (the seeds), with min-max error bars (the spread of three runs; a standard deviation of three is noisy);
 * colour: model and sample rate; marker: log compression (``o`` dB, ``^`` log);
 * the Pareto front over all configurations (no other point has fewer or equal GMACs and a higher or equal AUC,
-  one of them strictly) as a step line, computed separately for each metric by :func:`pareto_front`.
+  one of them strictly) as a step line, computed separately for each metric by :func:`pareto_front`;
+* a third panel: Section VII's Student's t-tests over the seeds (:mod:`.stats`) on ROC-AUC, the p-value of each
+  configuration against the best one (filled) and against its 96-band counterpart (hollow; the paper's 48-vs-96
+  comparison, "P > 0.08"), against GMACs. Every p-value, for both metrics, is also written beside the PNG as
+  ``<stem>-ttest.csv`` (``sweeplab plot`` keeps it next to ``tagging.png``).
 
 ``roc_auc``/``pr_auc``/``gmacs`` come from ``trials``; a metric column absent there is taken as the per-trial mean
 of ``evaluations`` (rows with ``trial_id``). Trials whose ``status`` is ``failed``, and points without a finite
@@ -27,8 +31,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .config import TaggingConfig
+from .stats import CONFIG_COLUMNS, REFERENCE_MELS, t_tests
 
-CONFIG_COLUMNS = ("model", "sample_rate", "n_mels", "hop_factor", "log")
 METRICS = (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"))
 MARKERS = {"dB": "o", "log": "^"}
 
@@ -45,11 +49,9 @@ def pareto_front(gmacs, auc) -> np.ndarray:
     return ok & ~dominated
 
 
-def summarise(trials: pd.DataFrame, evaluations: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per configuration: config columns, ``n`` trials, and ``<metric>``/``_min``/``_max`` for gmacs,
-    roc_auc and pr_auc (module docstring)."""
-    if trials is None or trials.empty:
-        return pd.DataFrame()
+def trial_values(trials: pd.DataFrame, evaluations: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per trial that did not fail: config columns (defaults where absent) and numeric gmacs, roc_auc and
+    pr_auc (NaN where not finite; module docstring)."""
     table = trials.copy()
     if "status" in table.columns:
         table = table[table["status"].astype(str) != "failed"]
@@ -65,6 +67,15 @@ def summarise(trials: pd.DataFrame, evaluations: pd.DataFrame | None = None) -> 
             else:
                 table[col] = np.nan
         table[col] = pd.to_numeric(table[col], errors="coerce").replace([np.inf, -np.inf], np.nan)
+    return table
+
+
+def summarise(trials: pd.DataFrame, evaluations: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per configuration: config columns, ``n`` trials, and ``<metric>``/``_min``/``_max`` for gmacs,
+    roc_auc and pr_auc (module docstring)."""
+    if trials is None or trials.empty:
+        return pd.DataFrame()
+    table = trial_values(trials, evaluations)
     groups = table.groupby(list(CONFIG_COLUMNS), dropna=False, sort=True)
     out = groups.size().rename("n").to_frame()
     for col in ("gmacs", *(m for m, _ in METRICS)):
@@ -76,12 +87,63 @@ def _label(model, sample_rate) -> str:
     return f"{model}, {float(sample_rate) / 1000:g} kHz"
 
 
+def significance(trials: pd.DataFrame, evaluations: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Section VII's t-tests for both metrics, one row per configuration: config columns, ``gmacs`` (mean) and for
+    each metric ``<metric>_n``, ``<metric>`` (mean), ``<metric>_best``, ``<metric>_p_best``, ``<metric>_p_96``
+    (:func:`.stats.t_tests`)."""
+    if trials is None or trials.empty:
+        return pd.DataFrame()
+    values = trial_values(trials, evaluations)
+    table = values.groupby(list(CONFIG_COLUMNS), sort=True)["gmacs"].mean().reset_index()
+    for metric, _ in METRICS:
+        tests = t_tests(values, metric).rename(columns={"n": f"{metric}_n", "mean": metric, "best": f"{metric}_best",
+                                                        "p_best": f"{metric}_p_best", "p_96": f"{metric}_p_96"})
+        table = table.merge(tests, on=list(CONFIG_COLUMNS), how="left")
+    return table
+
+
+def _p_panel(ax, tests: pd.DataFrame, colours: dict) -> None:
+    """ROC-AUC p-values against GMACs: against the best configuration (filled) and 96 mel bands (hollow)."""
+    ax.set_title("Student's t-test over seeds, ROC-AUC (Section VII)")
+    ax.set_xlabel("GMACs per input (log scale)")
+    ax.set_ylabel("two-sided p-value (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ok = tests[(tests["gmacs"] > 0) & (np.isfinite(tests["roc_auc_p_best"]) | np.isfinite(tests["roc_auc_p_96"]))] \
+        if len(tests) else tests
+    if ok.empty:
+        ax.text(0.5, 0.5, "no p-value: a t-test needs two or more\ncompleted seeds in each configuration",
+                ha="center", va="center", transform=ax.transAxes)
+        return
+    for (model, sr), rows in ok.groupby(["model", "sample_rate"], sort=True):
+        colour = colours.setdefault((model, sr), f"C{len(colours) % 10}")
+        ax.scatter(rows["gmacs"], rows["roc_auc_p_best"], color=colour, s=22, label=f"{_label(model, sr)}: vs best")
+        ax.scatter(rows["gmacs"], rows["roc_auc_p_96"], facecolors="none", edgecolors=colour, s=40,
+                   label=f"{_label(model, sr)}: vs {REFERENCE_MELS} mel")
+        for _, r in rows.iterrows():
+            ax.annotate(f"{int(r.n_mels)}/x{int(r.hop_factor)}", (r.gmacs, np.nanmin([r.roc_auc_p_best,
+                        r.roc_auc_p_96])), fontsize=6, xytext=(3, 3), textcoords="offset points", alpha=0.7)
+    ax.axhline(0.05, color="k", linestyle="--", linewidth=0.8, label="p = 0.05")
+    best = tests[tests["roc_auc_best"].eq(True)].iloc[0]  # eq: NaN where a configuration has no ROC-AUC
+    notes = [f"best: {best.model}, {_label(best.model, best.sample_rate).split(', ')[1]}, {int(best.n_mels)} mel, "
+             f"hop x{int(best.hop_factor)}, {best.log} (mean {best.roc_auc:.4f}, {int(best.roc_auc_n)} seeds)"]
+    pairs = ok["roc_auc_p_96"].dropna()
+    if len(pairs):
+        notes.append(f"vs {REFERENCE_MELS} mel: smallest p {pairs.min():.3g} over {len(pairs)} pairs (paper: > 0.08)")
+    ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    lowest = np.nanmin(ok[["roc_auc_p_best", "roc_auc_p_96"]].to_numpy(np.float64))
+    ax.set_ylim(min(0.005, max(lowest, 1e-12) / 2), 1.5)  # the 0.05 line clear of the notes at the bottom
+    ax.legend(fontsize=6, loc="lower right")
+
+
 def plot_tagging(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path, sweep=None) -> None:
-    """Write the two panels (ROC-AUC, PR-AUC against GMACs; module docstring) as one PNG to ``out_path``
-    (``sweep`` is not used: the figure needs only the tables)."""
-    fig = Figure(figsize=(13.0, 5.0), dpi=110)
+    """Write the three panels (ROC-AUC, PR-AUC against GMACs; the t-tests; module docstring) as one PNG to
+    ``out_path`` and the t-tests as ``<stem>-ttest.csv`` beside it (``sweep`` is not used: the figure needs only
+    the tables)."""
+    fig = Figure(figsize=(19.0, 5.0), dpi=110)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(METRICS))
+    axes = fig.subplots(1, len(METRICS) + 1)
     table = summarise(trials, evaluations)
     colours = {}
     for ax, (metric, title) in zip(axes, METRICS):
@@ -107,6 +169,10 @@ def plot_tagging(trials: pd.DataFrame, evaluations: pd.DataFrame, out_path, swee
                 label=f"Pareto front ({len(front)} configs)")
         ax.set_xscale("log")
         ax.legend(fontsize=7, loc="lower right")
+    tests = significance(trials, evaluations)
+    _p_panel(axes[-1], tests, colours)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     fig.savefig(out_path, format="png")
+    stem = os.path.splitext(os.fspath(out_path))[0]
+    tests.to_csv(f"{stem}-ttest.csv", index=False)

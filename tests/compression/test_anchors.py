@@ -54,3 +54,55 @@ def test_unknown_codec_and_bad_input_raise(images):
         encode_decode(lum, "webp", 50)
     with pytest.raises(ValueError, match="uint8"):
         encode_decode(lum.astype(np.float32), "jpeg", 50)
+
+
+def _decode_heif(data: bytes) -> np.ndarray:
+    """Independent decoding: pillow-heif's own reader, monochrome 8-bit out."""
+    import io
+
+    import pillow_heif
+    heif = pillow_heif.open_heif(io.BytesIO(data))
+    assert heif.mode == "L" and heif.info["bit_depth"] == 8  # monochrome 4:0:0, 8 bits
+    return np.asarray(heif)
+
+
+def test_hevc_rate_is_the_file_size_and_psnr_that_of_the_decoded_file(images):
+    from sweeplab.tasks.compression.anchors import hevc_encode
+    lum = images[0][1][0, 0].numpy().astype(np.uint8)
+    rows = evaluate_anchor("hevc", [20, 60], images[:1], preset="veryslow", tune="psnr")
+    for row, quality in zip(rows, (20, 60)):
+        data = hevc_encode(lum, quality, "veryslow", "psnr")  # x265 is deterministic: the same bytes again
+        assert row["bpp"] == 8 * len(data) / lum.size
+        err = np.mean((_decode_heif(data).astype(np.float64) - lum) ** 2)
+        assert row["psnr"] == pytest.approx(10 * np.log10(255 ** 2 / err), abs=1e-9) and 25 < row["psnr"] < 60
+    assert rows[0]["bpp"] < rows[1]["bpp"] and rows[0]["psnr"] < rows[1]["psnr"]
+    reference = hevc_encode(lum, 60, "veryslow", "psnr")  # the settings reach x265: others give other files
+    assert hevc_encode(lum, 60, "veryslow", "ssim") != reference != hevc_encode(lum, 60, "ultrafast", "psnr")
+
+
+def test_hevc_is_bit_exact_lossless_at_quality_minus_one(images):
+    lum = images[1][1][0, 0].numpy().astype(np.uint8)
+    n_bytes, decoded = encode_decode(lum, "hevc", -1, preset="veryslow", tune="psnr")
+    assert np.array_equal(decoded, lum) and n_bytes * 8 / lum.size < 8
+    [row] = evaluate_anchor("hevc", [-1], images[1:], preset="veryslow", tune="psnr")
+    assert row["psnr"] == float("inf") and row["mse"] == 0.0
+    with pytest.raises(ValueError, match="no encoder options"):
+        encode_decode(lum, "jpeg", 50, preset="veryslow")
+
+
+def test_hevc_is_refused_with_a_clear_message_without_pillow_heif(images, monkeypatch):
+    import sys
+
+    from sweeplab.spec import SpecError, load
+    from sweeplab.tasks.compression.config import CompressionConfig
+    from sweeplab.tasks.compression.anchors import hevc_encode
+    spec = Path(__file__).parents[2] / "sweeps" / "compression-gamma-set-smoke.yaml"
+    assert CompressionConfig(codec="hevc").check() == [] and load(spec).include[-1] == {"codec": "hevc"}
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # `import pillow_heif` now raises ImportError
+    [problem] = CompressionConfig(codec="hevc").check()
+    assert "pillow-heif" in problem and "sweeplab[hevc]" in problem and "GPL" in problem
+    assert CompressionConfig(codec="jpeg").check() == []  # the other anchors do not need it
+    with pytest.raises(SpecError, match=r"sweeplab\[hevc\]"):
+        load(spec)
+    with pytest.raises(ImportError, match="pillow-heif"):
+        hevc_encode(images[0][1][0, 0].numpy().astype(np.uint8), 50, "veryslow", "psnr")

@@ -10,11 +10,15 @@ EVERY_TRIAL = ("codec", "train_dir", "test_dir", "extra_dir", "n_test_images", "
 
 
 def test_anchor_rows_null_the_autoencoder_fields():
-    for codec, own, other in (("jpeg", "jpeg_qualities", "jpeg2000_rates"),
-                              ("jpeg2000", "jpeg2000_rates", "jpeg_qualities")):
+    settings = {"jpeg": ("jpeg_qualities",), "jpeg2000": ("jpeg2000_rates",),
+                "hevc": ("hevc_qualities", "hevc_preset", "hevc_tune")}
+    for codec, own in settings.items():
+        other = tuple(f for c, fields in settings.items() if c != codec for f in fields)
         row = scalar_columns(build(CompressionConfig, {"codec": codec}))
-        assert all(row[f] is None for f in AUTOENCODER_ONLY + LEARNED_STEP_ONLY + (other,)), row
-        assert row[own] is not None and all(row[f] is not None for f in EVERY_TRIAL)
+        assert all(row[f] is None for f in AUTOENCODER_ONLY + LEARNED_STEP_ONLY + other), row
+        assert all(row[f] is not None for f in own + EVERY_TRIAL)
+    hevc = scalar_columns(build(CompressionConfig, {"codec": "hevc"}))  # the x265 settings a trial records
+    assert (hevc["hevc_preset"], hevc["hevc_tune"]) == ("veryslow", "psnr")
 
 
 def test_step_fields_apply_to_learned_step_only():

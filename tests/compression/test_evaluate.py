@@ -125,9 +125,10 @@ def test_coded_rate_comes_from_the_extra_set_and_every_stream_is_decoded(data, c
         evaluate(cfg, model, data, ctx)
 
 
-@pytest.mark.parametrize("codec, settings", [("jpeg", (10, 50, 90)), ("jpeg2000", (0.5, 1.0, 2.0))])
+@pytest.mark.parametrize("codec, settings", [("jpeg", (10, 50, 90)), ("jpeg2000", (0.5, 1.0, 2.0)),
+                                             ("hevc", (10, 50, 90))])
 def test_anchor_rows_and_metrics(test_images, ctx, codec, settings):
-    field = "jpeg_qualities" if codec == "jpeg" else "jpeg2000_rates"
+    field = {"jpeg": "jpeg_qualities", "jpeg2000": "jpeg2000_rates", "hevc": "hevc_qualities"}[codec]
     cfg = dataclasses.replace(CompressionConfig(), codec=codec, **{field: settings})
     result = evaluate(cfg, None, SimpleNamespace(test_images=test_images), ctx)  # no extra set: not needed
     rows = pd.DataFrame(result.rows)
@@ -137,9 +138,13 @@ def test_anchor_rows_and_metrics(test_images, ctx, codec, settings):
     middle = rows[rows["quality"] == float(settings[1])]
     assert result.metrics["bpp"] == pytest.approx(middle["bpp"].mean())
     assert result.metrics["mean_rate_gap_bpp"] == 0.0
+    if codec == "hevc":  # the config's x265 settings are the ones the rows come from
+        other = evaluate(dataclasses.replace(cfg, hevc_tune="ssim", hevc_preset="ultrafast"), None,
+                         SimpleNamespace(test_images=test_images), ctx)
+        assert [r["bpp"] for r in other.rows] != rows["bpp"].tolist()
 
 
-@pytest.mark.parametrize("codec", ["autoencoder", "jpeg", "jpeg2000"])
+@pytest.mark.parametrize("codec", ["autoencoder", "jpeg", "jpeg2000", "hevc"])
 def test_declarations_cover_what_evaluate_returns(data, ctx, codec):
     """The task's ``metrics``/``eval_columns`` are exactly the keys evaluate returns, with matching types (a value
     that does not apply to the row's method is None)."""
@@ -147,7 +152,7 @@ def test_declarations_cover_what_evaluate_returns(data, ctx, codec):
     from sweeplab.trial import check_declared
     task = get_task("compression")
     cfg = dataclasses.replace(CompressionConfig(), codec=codec, betas=(1.0, 2.0), jpeg_qualities=(10, 50),
-                              jpeg2000_rates=(0.5, 1.0))
+                              jpeg2000_rates=(0.5, 1.0), hevc_qualities=(10, 50))
     result = evaluate(cfg, _model(data) if codec == "autoencoder" else None, data, ctx)
     check_declared(task, result.metrics, result.rows)
     assert set(result.metrics) == set(task.metrics)
@@ -179,6 +184,7 @@ def _synthetic_tables():
     add("t4", "autoencoder", "fixed-step", 10000.0, [(b, 1.1 / b, 35 - 3 * np.log2(b)) for b in (1, 2, 4)], "beta")
     add("t5", "jpeg", "fixed-step", 10000.0, [(q, q / 40, 25 + q / 8) for q in (10, 50, 90)], "quality")
     add("t6", "jpeg2000", "fixed-step", 10000.0, [(r, r, 28 + 4 * r) for r in (0.25, 1.0)], "quality")
+    add("t8", "hevc", "fixed-step", 10000.0, [(q, q / 60, 30 + q / 6) for q in (90, 10, 50)], "quality")
     trials.append(dict(trial_id="t7", status="error", codec="autoencoder", quantization="learned-step",
                        gamma=40000.0))  # failed: no rows
     return pd.DataFrame(trials), pd.DataFrame(rows)
@@ -188,8 +194,11 @@ def test_rate_distortion_curves_and_png(tmp_path):
     trials, evaluations = _synthetic_tables()
     curves = dict(rate_distortion_curves(trials, evaluations))
     assert set(curves) == {"case 1: one model per gamma", "case 2: learned steps, gamma=10000",
-                           "case 3: GDN, step 1, gamma=10000", "JPEG", "JPEG 2000"}
+                           "case 3: GDN, step 1, gamma=10000", "JPEG", "JPEG 2000", "H.265 (x265)"}
     assert len(curves["case 1: one model per gamma"]) == 3 and len(curves["JPEG 2000"]) == 2
+    hevc = curves["H.265 (x265)"]  # mean over the two images per quality, sorted by rate
+    assert hevc["rate"].tolist() == pytest.approx([10 / 60, 50 / 60, 90 / 60], abs=0.02)
+    assert hevc["psnr"].tolist() == pytest.approx([30 + 10 / 6, 30 + 50 / 6, 30 + 90 / 6], abs=0.2)
     case2 = curves["case 2: learned steps, gamma=10000"]
     assert case2["rate"].is_monotonic_increasing  # sorted by rate for drawing
     out = tmp_path / "fig" / "rd.png"

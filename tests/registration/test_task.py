@@ -57,7 +57,7 @@ def test_training_resumes_from_its_checkpoint_with_the_same_pairs(tmp_path):
 def test_smoke_sweep_ulae_beats_the_initial_alignment(tmp_path, sweeplab_cli):
     spec = SWEEPS / "registration-table1-smoke.yaml"
     sweeplab_cli(["run", spec, "--local", "--set", f"storage={tmp_path}", *TINY, "iterations=100",
-                  "search.space.model=[ulae, identity]"], tmp_path)
+                  "search.space.model=[ulae, identity]", "search.include=[]"], tmp_path)
     sweep = tmp_path / "registration-table1-smoke"
     trials, evaluations = results.read(sweep)
     trials = trials.set_index("model")
@@ -92,9 +92,10 @@ def test_paper_specs_take_the_real_layouts(tmp_path):
     for name in ("registration-table1", "registration-ablation", "registration-windows-lambda"):
         spec = load(SWEEPS / f"{name}.yaml", [f"data_dir={root}"])
         assert spec.config["dataset"] == "mindboggle" and spec.config["volume_shape"] == (160, 192, 160)
-    rows = [(p["uncoupled"], p["accumulative"], tuple(p["windows"]))
+    rows = [(p["model"], p.get("uncoupled"), p.get("accumulative"), tuple(p["windows"]))
             for p in grid_points(load(SWEEPS / "registration-ablation.yaml", [f"data_dir={root}"]))]
-    assert rows == [(False, False, (9,)), (False, True, (9,)), (True, True, (9,)), (True, True, (11, 9, 7))]
+    assert rows == [("voxelmorph", None, None, (9,)), ("ulae", False, True, (9,)), ("ulae", True, True, (9,)),
+                    ("ulae", True, True, (11, 9, 7)), ("ulae", False, False, (9,))]
     ixi = testing.write_ixi_fixture(tmp_path / "ixi")
     assert load(SWEEPS / "registration-table1.yaml", ["dataset=ixi", f"data_dir={ixi}"]).config["dataset"] == "ixi"
     with pytest.raises(SpecError, match="data_dir: dataset 'mindboggle' needs its root folder"):
@@ -106,7 +107,7 @@ def test_a_corrupt_volume_fails_its_trial_with_the_file_named_and_the_tables_sta
     (root / "s4_labels.nii.gz").write_bytes(b"\x1f\x8b truncated")
     spec = SWEEPS / "registration-table1-smoke.yaml"
     proc = run_cli(["run", spec, "--local", "--set", f"storage={tmp_path}", "dataset=folder", f"data_dir={root}",
-                    "volume_shape=[16,16,16]", "search.space.model=[identity]"], tmp_path, rc=1)
+                    "volume_shape=[16,16,16]", "search.space.model=[identity]", "search.include=[]"], tmp_path, rc=1)
     assert "s4_labels.nii.gz" in proc.stdout + proc.stderr
     trials, evaluations = results.read(tmp_path / "registration-table1-smoke")
     assert list(trials.status) == ["failed"] and "cannot read volume" in trials.error.iloc[0]

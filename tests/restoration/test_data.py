@@ -27,6 +27,7 @@ class Cfg:
     n_test: int = 2
     data_seed: int = 0
     scratch_p: float = 0.5
+    test_scratch_p: float = 0.5  # every other test image scratched (the detector's default)
 
 
 @pytest.fixture

@@ -73,6 +73,24 @@ def test_table_ii_grid_and_table_iv():
     assert pareto.metrics == ["roc_auc", "gmacs"] and pareto.modes == ["max", "min"]
 
 
+def test_paper_specs_run_the_authors_protocol_and_smoke_specs_stay_fast():
+    """Figure 1 and Table IV came from the authors' scripts: the paper specs run protocol=authors; their smoke
+    versions train a few early-stopping epochs; epoch_limit (the task's tiny size) caps either protocol."""
+    import dataclasses
+
+    from sweeplab.task import get_task
+    from sweeplab.tasks.tagging.config import TaggingConfig
+    for name in ("tagging-mel-grid", "tagging-musicnn", "tagging-pareto"):
+        assert load(SWEEPS / f"{name}.yaml").config["protocol"] == "authors", name
+        assert load(SWEEPS / f"{name}-smoke.yaml").config["protocol"] == "early-stopping", name
+    musicnn = TaggingConfig(model="musicnn", protocol="authors")
+    assert musicnn.schedule().epochs == 720 and dataclasses.replace(musicnn, epoch_limit=1).schedule() == \
+        dataclasses.replace(musicnn.schedule(), epochs=1)  # the same decay and last weights, one pass
+    assert TaggingConfig(epochs=5, epoch_limit=3).schedule().epochs == 3
+    assert TaggingConfig(epochs=2, epoch_limit=3).schedule().epochs == 2
+    assert get_task("tagging").tiny["epoch_limit"] == 1
+
+
 def test_local_smoke_sweeps_share_features_and_plot(tmp_path, sweeplab_cli):
     store = tmp_path / "features"
     common = [f"storage={tmp_path}", f"feature_dir={store}", "n_clips=40", "epochs=1"]
