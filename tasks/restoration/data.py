@@ -109,7 +109,7 @@ def load_files(cfg) -> RestorationData:
 
 # ---------------------------------------------------------------------------------------------- the test set
 
-def _grid_crops(img: np.ndarray, crop: int, per_photo: int | None) -> list[np.ndarray]:
+def grid_crops(img: np.ndarray, crop: int, per_photo: int | None) -> list[np.ndarray]:
     """The centred grid of non-overlapping crop x crop crops, row by row (per_photo=1: the centre crop)."""
     h, w = img.shape[:2]
     ny, nx = (1, 1) if per_photo == 1 else (h // crop, w // crop)
@@ -132,7 +132,7 @@ def make_test(photos: list[tuple[str, np.ndarray]], crop: int, seed: int, bank: 
     synthetic test), with a generator of (seed, k); scratches pasted when :func:`scratched` (k, ``scratch_share``)
     (a mask of ``bank`` when there is one, else a procedural one)."""
     per = [[(f"{name}" if len(c) == 1 else f"{name}-{i}", x) for i, x in enumerate(c)]
-           for name, c in ((name, _grid_crops(img, crop, per_photo)) for name, img in photos)]
+           for name, c in ((name, grid_crops(img, crop, per_photo)) for name, img in photos)]
     order = [row[r] for r in range(max(map(len, per), default=0)) for row in per if r < len(row)][:n]
     out = []
     for k, (name, clean) in enumerate(order):

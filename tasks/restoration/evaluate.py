@@ -36,8 +36,7 @@ from skimage.restoration import denoise_nl_means, estimate_sigma, inpaint_biharm
 from sweeplab.api import Evaluation
 
 from .config import THRESHOLD
-from .data import to_image, to_tensor
-from .files import upscaled
+from .data import grid_crops, to_image, to_tensor
 from .degrade import greyscale, paste_scratches
 from .train import DETECTOR
 
@@ -102,22 +101,17 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * root))
 
 
-def _centre(img: np.ndarray, crop: int) -> np.ndarray:
-    img = upscaled(img, crop)
-    y, x = (img.shape[0] - crop) // 2, (img.shape[1] - crop) // 2
-    return img[y:y + crop, x:x + crop]
-
-
 @torch.no_grad()
 def latent_gap(encode, old: list[np.ndarray], degraded: list[np.ndarray], crop: int, device) -> float:
-    """:func:`frechet` between the latent vectors of E(r) over centre crops of ``old`` and of E(x) over
-    ``degraded`` (module docstring); NaN without old photos."""
+    """:func:`frechet` between the latent vectors of E(r) over centre crops of ``old`` (the loaded old photos, at
+    least ``crop`` on a side: :mod:`.files` scales smaller ones up) and of E(x) over ``degraded`` (module
+    docstring); NaN without old photos."""
     def vectors(images):
         z = torch.cat([encode(_batch(img, device)).float() for img in images])
         return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).cpu().double().numpy()
     if not old or not degraded:
         return float("nan")
-    return frechet(vectors([_centre(img, crop) for img in old]), vectors(degraded))
+    return frechet(vectors([grid_crops(img, crop, 1)[0] for img in old]), vectors(degraded))
 
 
 def prepared(image: np.ndarray, mask: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:

@@ -117,7 +117,8 @@ def old_photos(cfg, crop: int) -> tuple[list[Path], list[Path | None]]:
     if not cfg.old_dir:
         return [], []
     every = images_in(Path(cfg.old_dir).expanduser())
-    photos = [p for p in every if _size(p)]  # headers read now: an unreadable photo stops the load
+    for path in every:
+        _size(path)  # headers read now: an unreadable photo stops the load
     by_stem, masks = {p.stem: p for p in every}, {}
     for path in images_in(Path(cfg.mask_dir).expanduser()) if cfg.mask_dir else []:
         image = by_stem.get(path.stem)
@@ -126,4 +127,4 @@ def old_photos(cfg, crop: int) -> tuple[list[Path], list[Path | None]]:
         if _size(path) != _size(image):
             raise ValueError(f"mask {path} is {_size(path)} but its image {image} is {_size(image)} (height, width)")
         masks[path.stem] = path
-    return photos, [masks.get(p.stem) for p in photos]
+    return every, [masks.get(p.stem) for p in every]

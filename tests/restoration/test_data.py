@@ -104,7 +104,7 @@ def test_embedded_loads_offline_disjoint_and_deterministic(monkeypatch):
     assert [t.name.rsplit("-", 1)[0] for t in ds.test] == list(data.EMBEDDED_PHOTOS[:3])
     for t in ds.test:  # every test crop lies inside its photo's held-out band
         band = data.held_out_split(data.embedded_photo(t.name.rsplit("-", 1)[0]), 64)[1]
-        assert any(np.array_equal(t.clean, tile) for tile in data._grid_crops(band, 64, None))
+        assert any(np.array_equal(t.clean, tile) for tile in data.grid_crops(band, 64, None))
     assert len(ds.old) == len(ds.old_masks) == len(data.EMBEDDED_OLD) and ds.masked_old == [0, 1, 2, 3]
     assert not any(np.array_equal(o, data.embedded_photo(n)) for o, n in zip(ds.old, data.EMBEDDED_OLD))
     again, other = data.load_data(cfg), data.load_data(replace(cfg, data_seed=1))
